@@ -1,0 +1,166 @@
+"Slower and integration tests of vqvae_kaggle.viz (the notebook nbs/09_viz.ipynb has the quick ones)."
+import json, os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def headless(tmp_path, monkeypatch):
+    "No display, matplotlib config in a temporary folder."
+    monkeypatch.setenv('MPLCONFIGDIR', str(tmp_path / 'mpl'))
+    monkeypatch.setenv('MPLBACKEND', 'Agg')
+    monkeypatch.delenv('DISPLAY', raising=False)
+
+
+from vqvae_kaggle import viz
+from vqvae_kaggle.viz import (browse_grids, compare_grid, figure_to_array, plot_metrics, read_metrics, sample_grid,
+                              sample_grids, save_figure, save_grid, show_image, to_uint8_images)
+
+
+def batch(n=3, h=72, w=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, h, w, generator=g)
+
+
+def test_grid_layout_pixel_exact():
+    "Every tile lands where the layout says, scaled by nearest neighbour, diff amplified and clipped."
+    x = batch(5, 8, 12)
+    y = (x + 0.1).clamp(0, 1)
+    xs, ys = to_uint8_images(x), to_uint8_images(y)
+    grid = sample_grid(x, y, nrow=3, scale=3, diff_gain=4, sep=1)
+    th, tw = 8 * 3, 12 * 3
+    for i in range(5):
+        block, col = divmod(i, 3)
+        top = 1 + block * 4 * (th + 1)  # 3 rows of tiles and a blank band per block
+        left = 1 + col * (tw + 1)
+        tile = lambda r: grid[top + r * (th + 1): top + r * (th + 1) + th, left: left + tw]
+        np.testing.assert_array_equal(tile(0), xs[i].repeat(3, 0).repeat(3, 1))
+        np.testing.assert_array_equal(tile(1), ys[i].repeat(3, 0).repeat(3, 1))
+        d = np.clip(np.abs(xs[i].astype(int) - ys[i].astype(int)) * 4, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(tile(2), d.repeat(3, 0).repeat(3, 1))
+    # the short last block leaves background where its third tile would be
+    np.testing.assert_array_equal(grid[1 + 4 * (th + 1):, 1 + 2 * (tw + 1):], 255)
+
+
+def test_grid_accepts_every_input_form():
+    x = batch(2, 16, 16)
+    u8 = (x * 255).round().to(torch.uint8)
+    ref = sample_grid(x, x)
+    np.testing.assert_array_equal(sample_grid(u8, u8), ref)
+    np.testing.assert_array_equal(sample_grid(u8.permute(0, 2, 3, 1).numpy(), u8.permute(0, 2, 3, 1).numpy()), ref)
+    np.testing.assert_array_equal(sample_grid(x.double(), x.double()), ref)
+    with pytest.raises(ValueError, match='scale'): sample_grid(x, x, scale=0)
+    with pytest.raises(TypeError, match='x_hat'): sample_grid(x, [1, 2])
+    with pytest.raises(ValueError, match=r'x: float images must be in \[0, 1\]'): sample_grid(x * 2 - 1, x)
+
+
+def test_save_grid_is_atomic_when_the_write_fails(tmp_path, monkeypatch):
+    "A write that dies half-way leaves the previous file intact and no temporary file."
+    path = tmp_path / 'samples' / 'val_epoch0001.png'
+    old = sample_grid(batch(1, 16, 16))
+    save_grid(old, path)
+    def broken_save(self, fp, *a, **k):
+        Path(fp).write_bytes(b'\x89PNG half')
+        raise OSError('disk full')
+    monkeypatch.setattr(Image.Image, 'save', broken_save)
+    with pytest.raises(OSError, match='disk full'): save_grid(sample_grid(batch(2, 16, 16)), path)
+    monkeypatch.undo()
+    assert os.listdir(path.parent) == ['val_epoch0001.png']
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), old)
+
+
+def test_show_image_headless_returns_image(tmp_path):
+    img = sample_grid(batch(2, 16, 16))
+    for thing in (img, torch.from_numpy(img).permute(2, 0, 1), save_grid(img, tmp_path / 'a.png'), Image.fromarray(img)):
+        pil = show_image(thing)
+        assert pil.size == (img.shape[1], img.shape[0])
+    with pytest.raises(FileNotFoundError, match='nope.png'): show_image(tmp_path / 'nope.png')
+
+
+def test_compare_grid_labels_and_columns():
+    x = batch(2, 24, 40)
+    out = compare_grid({'a': x, 'b': 1 - x}, x, scale=2, sep=2)
+    band = out.shape[0] - (2 + 2 * (48 + 2))
+    assert out.dtype == np.uint8 and out.shape[1] == 2 + 3 * (80 + 2) and band > 0
+    body = out[band:]
+    np.testing.assert_array_equal(body[2:50, 2 + 2 * 82: 2 + 2 * 82 + 80], to_uint8_images(1 - x)[0].repeat(2, 0).repeat(2, 1))
+    for j in range(3):  # some dark label pixels above each column
+        assert (out[:band, 2 + j * 82: 2 + j * 82 + 80] < 128).any()
+
+
+def trainer_like_log(path, epochs=40, steps=25, seed=0):
+    "A log shaped like the trainer's: many train steps, one val record per epoch, some keys only some of the time."
+    rng = np.random.default_rng(seed)
+    with open(path, 'w') as f:
+        step = 0
+        for e in range(epochs):
+            for _ in range(steps):
+                step += 1
+                rec = dict(step=step, epoch=e, split='train', loss=float(1 / step + rng.random() * 0.01),
+                           mse=float(0.5 / step), commit=float(0.01 * rng.random()), usage=float(min(1, step / 500)),
+                           perplexity=float(step))
+                if e >= 10: rec['lpips'] = float(0.3 - 0.001 * e)
+                f.write(json.dumps(rec) + '\n')
+            f.write(json.dumps(dict(step=step, epoch=e, split='val', loss=1 / (e + 1), mse=0.5 / (e + 1),
+                                    psnr=20 + e / 4, ssim=0.5 + e / 100, lr=None)) + '\n')
+    return path
+
+
+def test_plot_metrics_from_trainer_like_log(tmp_path):
+    log = trainer_like_log(tmp_path / 'metrics.jsonl')
+    recs = read_metrics(log)
+    assert len(recs) == 40 * 26
+    fig = plot_metrics(log, path=tmp_path / 'curves.png')
+    titles = [a.get_title() for a in fig.axes]
+    assert titles == ['loss', 'mse', 'commit', 'usage', 'perplexity', 'psnr', 'ssim', 'lpips']  # first-seen order; lr is never a number
+    loss = fig.axes[0]
+    assert [l.get_label() for l in loss.lines] == ['train', 'val']
+    assert len(loss.lines[0].get_xdata()) == 1000 and len(loss.lines[1].get_xdata()) == 40
+    lpips = fig.axes[titles.index('lpips')].lines[0]
+    assert min(lpips.get_xdata()) == 10 * 25 + 1  # only where the key was logged
+    arr = np.asarray(Image.open(tmp_path / 'curves.png').convert('RGB'))
+    assert arr.shape == figure_to_array(fig).shape
+
+
+def test_plot_metrics_without_steps_uses_epochs():
+    fig = plot_metrics([dict(epoch=e, split='val', psnr=20 + e) for e in range(3)])
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == 'epoch' and list(ax.lines[0].get_xdata()) == [0, 1, 2]
+    with pytest.raises(ValueError, match='no numeric metrics'): plot_metrics([dict(step=1, split='train')])
+
+
+def test_read_metrics_errors_name_file_and_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing.jsonl'): read_metrics(tmp_path / 'missing.jsonl')
+    (tmp_path / 'm.jsonl').write_text('{"step": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r'm.jsonl:2: expected a JSON object'): read_metrics(tmp_path / 'm.jsonl')
+
+
+def make_run(tmp_path):
+    for split, epochs in (('train', (1, 2, 10)), ('val', (2, 10))):
+        for e in epochs: save_grid(sample_grid(batch(2, 16, 16, seed=e)), tmp_path / 'samples' / f'{split}_epoch{e:04d}.png')
+    (tmp_path / 'samples' / 'val_epoch0003.png.tmp').write_bytes(b'')
+    return tmp_path
+
+
+def test_browse_grids_headless(tmp_path, capsys):
+    run = make_run(tmp_path)
+    found = browse_grids(run)
+    assert {s: [e for e, _ in v] for s, v in found.items()} == {'train': [1, 2, 10], 'val': [2, 10]}
+    out = capsys.readouterr().out
+    assert 'train: epoch 10 (train_epoch0010.png); also epochs [1, 2]' in out and 'val: epoch 10' in out
+    assert sample_grids(tmp_path / 'nothing') == {}
+
+
+def test_widget_browser_when_ipywidgets_is_installed(tmp_path):
+    widgets = pytest.importorskip('ipywidgets')
+    grids = sample_grids(make_run(tmp_path))
+    box = viz._widget_browser(grids)
+    (split, epoch), out = box.children[0].children, box.children[1]
+    assert list(split.options) == ['train', 'val'] and epoch.value == 10
+    epoch.value = 1
+    split.value = 'val'
+    assert list(epoch.options) == [2, 10] and epoch.value == 10
