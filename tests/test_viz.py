@@ -55,6 +55,7 @@ def test_grid_accepts_every_input_form():
     np.testing.assert_array_equal(sample_grid(u8, u8), ref)
     np.testing.assert_array_equal(sample_grid(u8.permute(0, 2, 3, 1).numpy(), u8.permute(0, 2, 3, 1).numpy()), ref)
     np.testing.assert_array_equal(sample_grid(x.double(), x.double()), ref)
+    assert sample_grid(x.bfloat16(), x.half()).shape == ref.shape   # what autocast decoders return
     with pytest.raises(ValueError, match='scale'): sample_grid(x, x, scale=0)
     with pytest.raises(TypeError, match='x_hat'): sample_grid(x, [1, 2])
     with pytest.raises(ValueError, match=r'x: float images must be in \[0, 1\]'): sample_grid(x * 2 - 1, x)
