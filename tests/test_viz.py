@@ -35,7 +35,7 @@ def test_grid_layout_pixel_exact():
     th, tw = 8 * 3, 12 * 3
     for i in range(5):
         block, col = divmod(i, 3)
-        top = 1 + block * 4 * (th + 1)  # 3 rows of tiles and a blank band per block
+        top = 1 + block * (1 + 3 * (th + 1) + 2)  # a block is 3 rows of tiles in a 1-pixel frame; blocks 2 pixels apart
         left = 1 + col * (tw + 1)
         tile = lambda r: grid[top + r * (th + 1): top + r * (th + 1) + th, left: left + tw]
         np.testing.assert_array_equal(tile(0), xs[i].repeat(3, 0).repeat(3, 1))
@@ -43,7 +43,9 @@ def test_grid_layout_pixel_exact():
         d = np.clip(np.abs(xs[i].astype(int) - ys[i].astype(int)) * 4, 0, 255).astype(np.uint8)
         np.testing.assert_array_equal(tile(2), d.repeat(3, 0).repeat(3, 1))
     # the short last block leaves background where its third tile would be
-    np.testing.assert_array_equal(grid[1 + 4 * (th + 1):, 1 + 2 * (tw + 1):], 255)
+    assert grid.shape == (2 * (1 + 3 * (th + 1)) + 2, 1 + 3 * (tw + 1), 3)
+    np.testing.assert_array_equal(grid[1 + 3 * (th + 1): 3 + 3 * (th + 1)], 255)    # the band between blocks
+    np.testing.assert_array_equal(grid[3 + 3 * (th + 1):, 1 + 2 * (tw + 1):], 255)
 
 
 def test_grid_accepts_every_input_form():
@@ -53,6 +55,7 @@ def test_grid_accepts_every_input_form():
     np.testing.assert_array_equal(sample_grid(u8, u8), ref)
     np.testing.assert_array_equal(sample_grid(u8.permute(0, 2, 3, 1).numpy(), u8.permute(0, 2, 3, 1).numpy()), ref)
     np.testing.assert_array_equal(sample_grid(x.double(), x.double()), ref)
+    assert sample_grid(x.bfloat16(), x.half()).shape == ref.shape   # what autocast decoders return
     with pytest.raises(ValueError, match='scale'): sample_grid(x, x, scale=0)
     with pytest.raises(TypeError, match='x_hat'): sample_grid(x, [1, 2])
     with pytest.raises(ValueError, match=r'x: float images must be in \[0, 1\]'): sample_grid(x * 2 - 1, x)
@@ -79,6 +82,8 @@ def test_show_image_headless_returns_image(tmp_path):
         pil = show_image(thing)
         assert pil.size == (img.shape[1], img.shape[0])
     with pytest.raises(FileNotFoundError, match='nope.png'): show_image(tmp_path / 'nope.png')
+    fig = plot_metrics([dict(step=1, split='train', loss=1.0), dict(step=2, split='train', loss=0.5)])
+    assert show_image(fig).size == (figure_to_array(fig).shape[1], figure_to_array(fig).shape[0])
 
 
 def test_compare_grid_labels_and_columns():
