@@ -210,3 +210,13 @@ def test_kaggle_handles_offline(tmp_path, monkeypatch):
         resolve_source('kaggle:someone/crafty-frames/versions/3:clips/nope')
     with pytest.raises(FrameError, match='Offline, only a versioned handle'):   # no network here or in CI
         resolve_source('kaggle:someone/crafty-frames')
+
+
+def test_fast_video_scaling_matches_pil_box_filter(tmp_path):
+    frames = render_crafter_episode(1, 4, skip_first=0, frame_gap=1)         # sharp pixel-art edges
+    write_video(tmp_path / 'c.mp4', frames)
+    from vqvae_kaggle.frames import preprocess
+    for w, h in [(64, 36), (32, 18), (96, 54), (64, 64), (128, 72)]:
+        fast = decode_video(tmp_path / 'c.mp4', width=w, height=h).astype(int)
+        ref = np.stack([preprocess(f, w, h) for f in frames]).astype(int)
+        assert np.abs(fast - ref).max() <= 1, (w, h)                          # rounding only
