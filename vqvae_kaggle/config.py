@@ -29,7 +29,7 @@ class DataConfig:
     max_frames: int | None = None    # cap on frames taken from a source (None: all)
     cache_dir: str = 'data-cache'    # rendered/decoded frames are cached here as uint8
     hflip: bool = False              # random horizontal flips during training
-    layout: str = 'auto'             # how a folder source is read: 'auto', 'minerl', 'gamefactory', 'videos', 'images'
+    layout: str = 'auto'             # how a source is read: 'auto', 'minerl', 'gamefactory' (max_frames = frames drawn), 'images', 'array'
     workers: int | None = None       # extraction worker processes (None: one per CPU core; 1: in this process)
     skip_bad: bool = False           # skip unreadable videos/images (counted in the manifest and log) instead of stopping
 

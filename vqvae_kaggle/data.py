@@ -121,10 +121,13 @@ def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_b
                                 episodes=len({e[0] for s in shards for e in s['episodes']})),
                     content_hash=hashlib.sha256(''.join(s['sha256'] for s in shards).encode()).hexdigest())
     _write_atomic(partial/'manifest.json', json.dumps(manifest, indent=1).encode())
-    if entry.exists():                              # a damaged older entry: move it aside, then swap in the new one
-        stale = entry.with_name(f'{entry.name}.stale-{uuid.uuid4().hex[:8]}')
-        os.replace(entry, stale); os.replace(partial, entry); shutil.rmtree(stale, ignore_errors=True)
-    else: os.replace(partial, entry)
+    try:
+        if entry.exists():                          # a damaged older entry: move it aside, then swap in the new one
+            stale = entry.with_name(f'{entry.name}.stale-{uuid.uuid4().hex[:8]}')
+            os.replace(entry, stale); os.replace(partial, entry); shutil.rmtree(stale, ignore_errors=True)
+        else: os.replace(partial, entry)
+    except OSError:                                 # another process (e.g. another rank) finished the same entry first
+        if not (entry/'manifest.json').exists(): raise
     return entry
 
 # %% ../nbs/02_data.ipynb #182e423b
