@@ -29,7 +29,7 @@ def test_crafter_parallel_extraction_cached_and_reused(tmp_path):
     entries = [p for p in (tmp_path / 'cache').iterdir()]
     assert len(entries) == 1 and not entries[0].name.endswith('.partial')
     manifest = json.loads((entries[0] / 'manifest.json').read_text())
-    assert manifest['counts'] == dict(frames=20, shards=4, skipped=0, episodes=4)
+    assert manifest['counts'] == dict(frames=20, shards=4, skipped=0, episodes=4, splits=dict(train=10, val=10))
     # Reuse: identical frames (crafter is not deterministic, so equality proves nothing was re-rendered).
     train2, val2 = load_splits(cfg, progress=False)
     np.testing.assert_array_equal(train2.frames, train.frames)

@@ -88,6 +88,13 @@ def _read_json(path: Path):
     try: return json.loads(path.read_text())
     except (OSError, ValueError): return None
 
+def _split_counts(tasks: list, shards: list) -> dict:
+    "Frames per split, for tasks that say which split they feed (`{}` otherwise)."
+    per = {}
+    for s in shards:
+        if 'split' in tasks[s['index']]: per[tasks[s['index']]['split']] = per.get(tasks[s['index']]['split'], 0) + s['frames']
+    return dict(splits=per) if per else {}
+
 def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_bad: bool = False,
                       progress: bool = True) -> Path:
     "Extract `tasks` into the cache folder `entry` (resuming an interrupted build of the same plan); return it."
@@ -118,7 +125,7 @@ def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_b
     manifest = dict(format=CACHE_FORMAT, key=plan['key'], params=params, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
                     frame_shape=list(shapes.pop()), shards=shards, skipped=skipped,
                     counts=dict(frames=sum(s['frames'] for s in shards), shards=len(shards), skipped=len(skipped),
-                                episodes=len({e[0] for s in shards for e in s['episodes']})),
+                                episodes=len({e[0] for s in shards for e in s['episodes']}), **_split_counts(tasks, shards)),
                     content_hash=hashlib.sha256(''.join(s['sha256'] for s in shards).encode()).hexdigest())
     _write_atomic(partial/'manifest.json', json.dumps(manifest, indent=1).encode())
     try:
@@ -212,8 +219,8 @@ def crafter_seeds(d: DataConfig) -> tuple[list, list]:
 def _crafter_splits(d: DataConfig, progress: bool) -> tuple[FrameSet, FrameSet]:
     from importlib.metadata import version
     train_seeds, val_seeds = crafter_seeds(d)
-    tasks = [dict(kind='crafter', seed=s, frames=d.frames_per_episode, skip_first=d.skip_first, frame_gap=d.frame_gap,
-                  width=d.width, height=d.height) for s in train_seeds + val_seeds]
+    tasks = [dict(kind='crafter', seed=s, split='train' if s in train_seeds else 'val', frames=d.frames_per_episode,
+                  skip_first=d.skip_first, frame_gap=d.frame_gap, width=d.width, height=d.height) for s in train_seeds + val_seeds]
     params = dict(source='crafter', crafter=version('crafter'), env=_frames.CRAFTER_ENV, policy=_frames.CRAFTER_POLICY)
     fs, _ = cached_frames(f'crafter-{d.width}x{d.height}', params, tasks, d.cache_dir, d.workers, d.skip_bad, progress)
     is_train = np.isin(fs.episodes, [i for i, n in enumerate(fs.names) if n in {f'crafter-seed-{s}' for s in train_seeds}])
