@@ -251,6 +251,7 @@ def decode_video(path, indices=None, skip_first: int = 0, frame_gap: int = 1, wi
     "uint8 frames of the video at `path`: those at `indices`, else every `frame_gap`-th after `skip_first`; resized if asked."
     path = Path(path)
     if frame_gap < 1 or skip_first < 0: raise FrameError(f'{path}: need frame_gap >= 1 and skip_first >= 0, got {frame_gap}, {skip_first}')
+    if (width is None) != (height is None): raise FrameError(f'{path}: give both width and height, or neither')
     wanted = None if indices is None else set(int(i) for i in indices)
     if wanted is not None and (not wanted or min(wanted) < 0): raise FrameError(f'{path}: frame indices must be a non-empty list of non-negative ints')
     last = max(wanted) if wanted else None
@@ -277,6 +278,7 @@ def decode_video(path, indices=None, skip_first: int = 0, frame_gap: int = 1, wi
 def read_image(path, width: int | None = None, height: int | None = None) -> np.ndarray:
     "The image at `path` as uint8 RGB, resized to `width x height` when given."
     path = Path(path)
+    if (width is None) != (height is None): raise FrameError(f'{path}: give both width and height, or neither')
     try:
         with Image.open(path) as im:
             im.load()
