@@ -36,47 +36,18 @@ def params_key(params: dict) -> str:
     "A short stable hash of a JSON-able parameter dict."
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-def _write_atomic(path: Path, data: bytes):
-    "Write `data` to `path` so that `path` either holds all of it or does not exist."
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
-    with open(tmp, 'wb') as f:
-        f.write(data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-def _episode_runs(fs: FrameSet) -> list:
-    "Run-length `[[episode name, frame count], ...]` of the episodes of `fs` in frame order."
-    runs = []
-    for e in fs.episodes:
-        name = fs.names[e]
-        if runs and runs[-1][0] == name: runs[-1][1] += 1
-        else: runs.append([name, 1])
-    return runs
-
-def _extract_shard(task: dict, folder: str, index: int, skip_bad: bool = False, threads: int = 0) -> dict:
-    "Worker: extract `task`, write its shard and sidecar into `folder`; return the sidecar record."
-    folder, stem = Path(folder), f'{index:06d}'
-    try: fs, skipped = _frames.extract_task(task, skip_bad, threads)
-    except FrameError as e: record = dict(index=index, error=str(e))
-    else:
-        buf = io.BytesIO(); np.save(buf, fs.frames, allow_pickle=False); data = buf.getvalue()
-        _write_atomic(folder/f'{stem}.npy', data)
-        record = dict(index=index, file=f'{stem}.npy', frames=len(fs), shape=list(fs.frames.shape[1:]),
-                      bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), episodes=_episode_runs(fs), skipped=skipped)
-    _write_atomic(folder/f'{stem}.json', json.dumps(record).encode())
-    return record
-
 # %% ../nbs/02_data.ipynb #804d4d28
 def _run_tasks(tasks: dict, folder: Path, workers: int, skip_bad: bool, progress: bool):
     "Yield the sidecar record of each `{index: task}` as it finishes."
     bar = tqdm(total=len(tasks), desc='extracting frames', unit='task', disable=not progress)
     if workers <= 1 or len(tasks) <= 1:
         for i, t in tasks.items():
-            yield _extract_shard(t, str(folder), i, skip_bad); bar.update()
+            yield _frames.extract_to_shard(t, str(folder), i, skip_bad); bar.update()
     else:
         # 'spawn' starts clean interpreters: no forked torch/OpenMP state, same behaviour on every platform.
         # Each worker decodes single-threaded: the parallelism is across videos.
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context('spawn')) as pool:
-            futures = [pool.submit(_extract_shard, t, str(folder), i, skip_bad, 1) for i, t in tasks.items()]
+            futures = [pool.submit(_frames.extract_to_shard, t, str(folder), i, skip_bad, 1) for i, t in tasks.items()]
             try:
                 for f in as_completed(futures):
                     yield f.result(); bar.update()
@@ -103,7 +74,7 @@ def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_b
     if partial.exists() and _read_json(partial/'plan.json') != json.loads(json.dumps(plan)):
         shutil.rmtree(partial)                      # a different or unreadable plan: start over
     partial.mkdir(parents=True, exist_ok=True)
-    if not (partial/'plan.json').exists(): _write_atomic(partial/'plan.json', json.dumps(plan).encode())
+    if not (partial/'plan.json').exists(): _frames.write_atomic(partial/'plan.json', json.dumps(plan).encode())
     records = {}
     for i in range(len(tasks)):
         r = _read_json(partial/f'{i:06d}.json')
@@ -127,7 +98,7 @@ def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_b
                     counts=dict(frames=sum(s['frames'] for s in shards), shards=len(shards), skipped=len(skipped),
                                 episodes=len({e[0] for s in shards for e in s['episodes']}), **_split_counts(tasks, shards)),
                     content_hash=hashlib.sha256(''.join(s['sha256'] for s in shards).encode()).hexdigest())
-    _write_atomic(partial/'manifest.json', json.dumps(manifest, indent=1).encode())
+    _frames.write_atomic(partial/'manifest.json', json.dumps(manifest, indent=1).encode())
     try:
         if entry.exists():                          # a damaged older entry: move it aside, then swap in the new one
             stale = entry.with_name(f'{entry.name}.stale-{uuid.uuid4().hex[:8]}')

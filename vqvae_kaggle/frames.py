@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_frames.ipynb #50f5c2f9
 from __future__ import annotations
-import os, warnings
+import hashlib, io, json, os, uuid, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -16,7 +16,8 @@ __all__ = ['CRAFTER_ENV', 'CRAFTER_POLICY', 'VIDEO_SUFFIXES', 'IMAGE_SUFFIXES', 
            'FrameError', 'FrameSet', 'to_rgb', 'center_crop_box', 'preprocess', 'crafter_actions',
            'render_crafter_episode', 'render_crafter', 'load_frame_array', 'write_video', 'video_frame_count',
            'decode_video', 'read_image', 'every_kth', 'gap_sample', 'resolve_source', 'list_files', 'detect_layout',
-           'source_files', 'episode_name', 'plan_tasks', 'extract_task', 'read_source']
+           'source_files', 'episode_name', 'plan_tasks', 'extract_task', 'read_source', 'write_atomic',
+           'extract_to_shard']
 
 # %% ../nbs/01_frames.ipynb #ca58612a
 class FrameError(ValueError):
@@ -452,3 +453,34 @@ def read_source(source: str, width: int, height: int, layout: str = 'auto', skip
             if not skip_bad: raise
     if not parts: raise FrameError(f'{source}: no readable frames')
     return FrameSet.concat(parts)
+
+# %% ../nbs/01_frames.ipynb #c7a0bd99
+def write_atomic(path, data: bytes):
+    "Write `data` to `path` so that `path` either holds all of it or does not exist."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+    with open(tmp, 'wb') as f:
+        f.write(data); f.flush(); os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+def _episode_runs(fs: FrameSet) -> list:
+    "Run-length `[[episode name, frame count], ...]` of the episodes of `fs` in frame order."
+    runs = []
+    for e in fs.episodes:
+        name = fs.names[e]
+        if runs and runs[-1][0] == name: runs[-1][1] += 1
+        else: runs.append([name, 1])
+    return runs
+
+def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False, threads: int = 0) -> dict:
+    "Extract `task`, write its frames as shard `folder/<index>.npy` and its record as `<index>.json`; return the record."
+    folder, stem = Path(folder), f'{index:06d}'
+    try: fs, skipped = extract_task(task, skip_bad, threads)
+    except FrameError as e: record = dict(index=index, error=str(e))
+    else:
+        buf = io.BytesIO(); np.save(buf, fs.frames, allow_pickle=False); data = buf.getvalue()
+        write_atomic(folder/f'{stem}.npy', data)
+        record = dict(index=index, file=f'{stem}.npy', frames=len(fs), shape=list(fs.frames.shape[1:]),
+                      bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), episodes=_episode_runs(fs), skipped=skipped)
+    write_atomic(folder/f'{stem}.json', json.dumps(record).encode())
+    return record
