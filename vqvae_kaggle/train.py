@@ -348,7 +348,7 @@ class Trainer:
     def fit(self) -> dict:
         cfg, budget = self.cfg, self.cfg.run.budget_minutes
         self.model.train()
-        if self.progress:
+        if self.dist.is_main:
             procs = f' x {self.dist.world_size} processes = global batch {self.global_batch}' if self.dist.enabled else ''
             print(f'training {self.cfg.name}: {count_parameters(self.model)/1e6:.2f}M parameters, latent {cfg.latent_grid}, '
                   f'{self.model.codebook_size} codes, {len(self.train_set)} train / {len(self.val_set)} val frames, '
