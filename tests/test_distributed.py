@@ -62,3 +62,17 @@ def test_a_failing_rank_ends_the_job(tmp_path):
     assert r.returncode != 0
     assert 'injected failure on rank 1 at step 3' in r.stdout + r.stderr
     assert not (tmp_path / 'rank0.pt').exists()   # rank 0 did not carry on alone
+
+def test_cli_gpus_2_relaunches_under_torchrun(tmp_path):
+    # what a user types; on this CPU-only machine '--gpus 2' means two gloo processes
+    import numpy as np
+    fs = synthetic_frames(48, 16, 32, seed=3, episodes=6)
+    np.savez(tmp_path / 'frames.npz', frames=fs.frames, episodes=fs.episodes)
+    cmd = [sys.executable, '-m', 'vqvae_kaggle.cli', 'train', '--gpus', '2', '--data', str(tmp_path / 'frames.npz'),
+           '--out', str(tmp_path / 'run'), '--no-progress', *[f'--set={s}' for s in TINY],
+           '--set=optim.batch_size=4', '--set=run.max_steps=6', f'--set=data.cache_dir={tmp_path / "cache"}',
+           '--set=data.val_fraction=0.2', '--set=data.workers=1']
+    r = ok(subprocess.run(cmd, capture_output=True, text=True, timeout=300))
+    assert 'launching 2 processes' in r.stdout and 'x 2 processes = global batch 8' in r.stdout
+    state = torch.load(sorted((tmp_path / 'run' / 'checkpoints').glob('*.pt'))[-1], weights_only=False)
+    assert state['step'] == 6 and state['world_size'] == 2

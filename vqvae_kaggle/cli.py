@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--resume-from', action='append', default=[], metavar='DIR', help='also look for checkpoints here')
     t.add_argument('--fresh', action='store_true', help='start from scratch even if checkpoints exist (needs an empty --out)')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
-    t.add_argument('--nproc', default='1', help="processes (one per GPU): 'auto' = every visible GPU; >1 relaunches under torchrun")
+    t.add_argument('--gpus', default='1', help="processes, one per GPU: 'auto' = every visible GPU; more than 1 relaunches "
+                   "under torchrun (on a CPU-only machine: that many gloo processes)")
 
     e = sub.add_parser('eval', help='metrics + reconstruction grids of a checkpoint')
     e.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file or a run folder')
@@ -79,13 +80,13 @@ def presets_table() -> str:
 
 USER_ERRORS = (ConfigError, FrameError, CheckpointError, LPIPSUnavailable, TrainingError, FileNotFoundError, ValueError)
 
-def _without_nproc(argv: list[str]) -> list[str]:
-    "The same command line minus --nproc (the launched processes must not launch again)."
+def _without_gpus(argv: list[str]) -> list[str]:
+    "The same command line minus --gpus (the launched processes must not launch again)."
     out, skip = [], False
     for a in argv:
         if skip: skip = False; continue
-        if a == '--nproc': skip = True; continue
-        if a.startswith('--nproc='): continue
+        if a == '--gpus': skip = True; continue
+        if a.startswith('--gpus='): continue
         out.append(a)
     return out
 
@@ -94,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == 'train':
             cfg = config_from_args(args)  # validate before launching anything
-            nproc = resolve_nproc(args.nproc)
+            nproc = resolve_nproc(args.gpus)
             if nproc > 1 and not env_dist_info().enabled:
-                return launch(nproc, _without_nproc(argv if argv is not None else sys.argv[1:]))
+                return launch(nproc, _without_gpus(argv if argv is not None else sys.argv[1:]))
             summary = Trainer(cfg, resume=not args.fresh, fresh=args.fresh, resume_dirs=args.resume_from,
                               progress=not args.no_progress).fit()
             v = summary['val']

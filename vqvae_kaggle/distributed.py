@@ -68,8 +68,8 @@ def resolve_nproc(spec) -> int:
     "'auto' -> visible GPUs (at least 1); an integer string -> that many processes."
     if spec in (None, 'auto'): return max(torch.cuda.device_count(), 1)
     try: n = int(spec)
-    except ValueError: raise ValueError(f"--nproc must be 'auto' or a positive integer, got {spec!r}") from None
-    if n < 1: raise ValueError(f'--nproc must be positive, got {n}')
+    except ValueError: raise ValueError(f"--gpus must be 'auto' or a positive integer, got {spec!r}") from None
+    if n < 1: raise ValueError(f'--gpus must be positive, got {n}')
     return n
 
 def torchrun_command(nproc: int, cli_args: list[str]) -> list[str]:

@@ -158,8 +158,13 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.precision = resolve_precision(cfg.optim.amp, self.device)
         seed_everything(cfg.run.seed)
-        # data first: a missing dataset should fail before anything heavy is built
-        self.train_set, self.val_set = splits if splits is not None else load_splits(cfg, progress=progress)
+        # data first: a missing dataset should fail before anything heavy is built.
+        # Under torchrun rank 0 builds the frame cache and the other ranks read it once it is complete.
+        if splits is None:
+            if not self.dist.is_main: barrier(self.dist)
+            splits = load_splits(cfg, progress=self.progress)
+            if self.dist.is_main: barrier(self.dist)
+        self.train_set, self.val_set = splits
         # optim.batch_size is per process: each rank takes its share of the same global permutation
         self.loader = BatchLoader(self.train_set.frames, cfg.optim.batch_size, device=self.device, seed=cfg.run.seed,
                                   hflip=cfg.data.hflip, rank=self.dist.rank, world_size=self.dist.world_size)
@@ -343,7 +348,7 @@ class Trainer:
     def fit(self) -> dict:
         cfg, budget = self.cfg, self.cfg.run.budget_minutes
         self.model.train()
-        if self.progress:
+        if self.dist.is_main:
             procs = f' x {self.dist.world_size} processes = global batch {self.global_batch}' if self.dist.enabled else ''
             print(f'training {self.cfg.name}: {count_parameters(self.model)/1e6:.2f}M parameters, latent {cfg.latent_grid}, '
                   f'{self.model.codebook_size} codes, {len(self.train_set)} train / {len(self.val_set)} val frames, '
