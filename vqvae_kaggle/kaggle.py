@@ -238,7 +238,7 @@ def find_files(name: str, dirs) -> list[Path]:
     "Files called `name` anywhere under `dirs`, in path order."
     return sorted(p for d in dirs if Path(d).is_dir() for p in Path(d).rglob(name) if p.is_file())
 
-def ensure_lpips(net: str = 'alex', weights_dirs=(), device='cpu', download: bool = True, random_backbone: bool = False):
+def ensure_lpips(net: str = 'alex', weights_dirs=(), device='auto', download: bool = True, random_backbone: bool = False):
     "A working, self-tested LPIPS module, with its backbone weights taken from `weights_dirs` if needed; else `LPIPSUnavailable`."
     if importlib.util.find_spec('lpips') is None:
         raise LPIPSUnavailable('LPIPS was requested but the `lpips` package is not installed and could not be installed: attach a '
@@ -259,6 +259,9 @@ def ensure_lpips(net: str = 'alex', weights_dirs=(), device='cpu', download: boo
                                    f'{[str(d) for d in weights_dirs]}, and downloading is off. Attach a dataset holding the file '
                                    f'(or point TORCH_HOME at a folder with hub/checkpoints/{BACKBONE_FILES[net]}), enable internet, '
                                    'or turn LPIPS off (LPIPS_WEIGHT = 0)')
+    if device == 'auto':
+        import torch
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model = build_lpips(net, device, random_backbone)  # downloads if it must and can; raises LPIPSUnavailable saying how to fix it
     print(f'LPIPS ({net}): ready, self-test passed' + (' (random backbone: wiring test only)' if random_backbone else f', weights {lpips_weights_path(net)}'))
     return model
