@@ -354,7 +354,8 @@ def test_frontend_notebook_lpips_off_two_sessions_with_the_pushed_wheel(tmp_path
     assert f"resumed from {root2 / 'input' / 'vqvae-kaggle-train' / 'cpu' / 'checkpoints' / 'ckpt-00000006.pt'}" in res['output']
     run2 = root2 / 'working' / 'cpu'
     assert json.loads((run2 / 'summary.json').read_text())['step'] == 12
-    assert len((run2 / 'sessions.jsonl').read_text().splitlines()) == 2
+    sessions = [json.loads(l) for l in (run2 / 'sessions.jsonl').read_text().splitlines()]
+    assert [s['package'] for s in sessions] == [vk.package_version(REPO / 'vqvae_kaggle')] * 2 and sessions[0]['kind'] == 'emulated'
 
 
 def test_frontend_notebook_stops_when_lpips_is_requested_without_weights(tmp_path, kaggle_root):

@@ -17,7 +17,7 @@ from .losses import BACKBONE_FILES, LPIPSUnavailable, lpips_weights_path, build_
 __all__ = ['KAGGLE_ROOT', 'ROOT_ENV', 'HISTORY_FILES', 'GPU_SHAPES', 'TPU_SHAPES', 'RETIRED_SHAPES', 'REQUIRED_KEYS',
            'OPTIONAL_KEYS', 'SOURCE_FORMS', 'SLUG_RE', 'USER_RE', 'PARAMETERS_TAG', 'INJECTED_TAG', 'CREDENTIALS_HELP',
            'TERMINAL_STATUSES', 'is_kaggle', 'KagglePaths', 'describe_runtime', 'process_started_at',
-           'kernel_started_at', 'SessionTimeError', 'session_budget_minutes', 'SessionStopped', 'stop',
+           'kernel_started_at', 'SessionTimeError', 'session_budget_minutes', 'SessionStopped', 'stop', 'walk_files',
            'previous_output_dirs', 'fetch_previous_output', 'find_resume_dirs', 'carry_over_history',
            'wandb_key_from_secrets', 'has_internet', 'setup_wandb', 'required_modules', 'missing_modules',
            'ensure_packages', 'find_files', 'ensure_lpips', 'resolve_data_source', 'session_config', 'run_session',
@@ -113,11 +113,22 @@ def stop(message: str):
     print(f'STOPPED: {message}', file=sys.stderr, flush=True)
     raise SessionStopped(message)
 
+def walk_files(folder, max_depth: int = 6):
+    "(folder, file names) pairs under `folder`, sorted, at most `max_depth` levels down: big attached datasets are not walked to the bottom."
+    folder = Path(folder)
+    if not folder.is_dir(): return
+    base = len(folder.parts)
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        if len(Path(root).parts) - base >= max_depth: dirs.clear()
+        yield Path(root), sorted(files)
+
 def previous_output_dirs(input_root) -> list[Path]:
-    "Folders directly under `input_root` holding checkpoints (at any depth), in name order."
+    "Folders directly under `input_root` holding checkpoints, in name order."
     root = Path(input_root)
     if not root.is_dir(): return []
-    return [d for d in sorted(root.iterdir()) if d.is_dir() and list_checkpoints(d)]
+    def holds(d): return any(f.startswith('ckpt-') and f.endswith('.json') for _, files in walk_files(d) for f in files)
+    return [d for d in sorted(root.iterdir()) if d.is_dir() and holds(d) and list_checkpoints(d)]
 
 def fetch_previous_output(handle: str, download=None) -> Path | None:
     "The output of kernel version `handle` via kagglehub (or `download`), or None with one line saying why not."
@@ -209,10 +220,9 @@ def _pip(args: list[str]) -> int:
 
 def _wheel_dirs(pip_name: str, dirs) -> list[Path]:
     "Folders under `dirs` holding a wheel of `pip_name`."
-    stem = re.sub(r'[-_.]+', '_', pip_name).lower()
-    found = {w.parent for d in dirs if Path(d).is_dir() for w in Path(d).rglob('*.whl')
-             if re.sub(r'[-_.]+', '_', w.name.split('-')[0]).lower() == stem}
-    return sorted(found)
+    norm = lambda n: re.sub(r'[-_.]+', '_', n).lower()
+    return sorted({root for d in dirs for root, files in walk_files(d)
+                   if any(f.endswith('.whl') and norm(f.split('-')[0]) == norm(pip_name) for f in files)})
 
 def ensure_packages(required: dict[str, str], wheel_dirs=(), internet: bool | None = None, pip=None) -> list[str]:
     "Install the missing `required` modules (attached wheels first, then PyPI); return the import names still missing."
@@ -235,8 +245,8 @@ def ensure_packages(required: dict[str, str], wheel_dirs=(), internet: bool | No
 
 # %% ../nbs/10_kaggle.ipynb #dd3858ab
 def find_files(name: str, dirs) -> list[Path]:
-    "Files called `name` anywhere under `dirs`, in path order."
-    return sorted(p for d in dirs if Path(d).is_dir() for p in Path(d).rglob(name) if p.is_file())
+    "Files called `name` under `dirs` (up to `walk_files`' depth), in path order."
+    return sorted(root / f for d in dirs for root, files in walk_files(d) for f in files if f == name)
 
 def ensure_lpips(net: str = 'alex', weights_dirs=(), device='auto', download: bool = True, random_backbone: bool = False):
     "A working, self-tested LPIPS module, with its backbone weights taken from `weights_dirs` if needed; else `LPIPSUnavailable`."
@@ -267,24 +277,12 @@ def ensure_lpips(net: str = 'alex', weights_dirs=(), device='auto', download: bo
     return model
 
 # %% ../nbs/10_kaggle.ipynb #c90410bc
-def resolve_data_source(spec: str | None, input_root, download=None) -> str:
-    "A data source for `DataConfig.source`: 'crafter', or a path (inputs-relative paths and kaggle: handles resolved)."
-    if not spec or spec == 'crafter': return 'crafter'
-    if spec.startswith('kaggle:'):
-        handle = spec[len('kaggle:'):]
-        if download is None:
-            import kagglehub
-            download = kagglehub.dataset_download
-        root = Path(download(handle))
-        arrays = sorted(root.rglob('*.npz')) + sorted(root.rglob('*.npy'))
-        if len(arrays) == 1: return str(arrays[0])
-        if len(arrays) > 1:
-            raise ValueError(f'{spec} holds {len(arrays)} frame arrays ({", ".join(str(a.relative_to(root)) for a in arrays[:5])}, ...): '
-                             f'name one, e.g. DATA = {str(arrays[0])!r}')
-        return str(root)
-    p = Path(spec)
-    if not p.is_absolute() and (Path(input_root) / p).exists(): return str(Path(input_root) / p)
-    return spec
+def resolve_data_source(spec: str | None, input_root) -> str:
+    "A `DataConfig.source`: 'crafter', a `kaggle:` handle (the data module downloads it), or a path (inputs-relative paths resolved)."
+    if not spec: return 'crafter'
+    if spec == 'crafter' or spec.startswith('kaggle:') or Path(spec).is_absolute(): return spec
+    inside = Path(input_root) / spec
+    return str(inside) if inside.exists() else spec
 
 def session_config(preset: str = 'default', overrides=(), data: str | None = None, paths: KagglePaths | None = None,
                    lpips_weight: float | None = None, run_name: str | None = None, wandb: str | None = None) -> Config:
@@ -298,11 +296,10 @@ def session_config(preset: str = 'default', overrides=(), data: str | None = Non
     return apply_overrides(apply_overrides(cfg, sets), list(overrides))
 
 # %% ../nbs/10_kaggle.ipynb #3e9d271f
-def _installed_version() -> str | None:
-    try:
-        from importlib.metadata import version
-        return version('vqvae-kaggle')
-    except Exception: return None
+def _running_version() -> str:
+    "The version (with the digest of the files) of the vqvae_kaggle that runs."
+    import vqvae_kaggle
+    return package_version(Path(vqvae_kaggle.__file__).parent)
 
 def run_session(cfg: Config, paths: KagglePaths, previous: str | None = None, require_previous: bool = False, fresh: bool = False,
                 session_hours: float = 12.0, margin_minutes: float = 20.0, budget_minutes: float | None = None,
@@ -322,7 +319,7 @@ def run_session(cfg: Config, paths: KagglePaths, previous: str | None = None, re
     print(f'session: {trainer.cfg.run.budget_minutes:.1f} min of training left before the deadline '
           f'({session_hours:g} h session, {margin_minutes:g} min margin)')
     summary = trainer.fit()
-    record = dict(time=time.time(), kind=paths.kind, package=_installed_version(), resumed_from=str(trainer.resumed_from or ''),
+    record = dict(time=time.time(), kind=paths.kind, package=_running_version(), resumed_from=str(trainer.resumed_from or ''),
                   budget_minutes=round(trainer.cfg.run.budget_minutes, 2), **{k: summary[k] for k in ('stopped', 'step', 'epochs_done', 'session_seconds')})
     with open(out / 'sessions.jsonl', 'a') as f: f.write(json.dumps(record) + '\n')
     return summary
@@ -819,7 +816,7 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--folder', default='.', help='folder holding kernel-metadata.json (default: .)')
     p.add_argument('--id', dest='kernel_id', help="push as this kernel, 'username/slug' (default: the metadata id)")
     p.add_argument('--preset', help='PRESET of the session (default: the notebook default)')
-    p.add_argument('--data', help="DATA: 'crafter', a .npy/.npz path (relative to /kaggle/input), or kaggle:owner/dataset")
+    p.add_argument('--data', help="DATA: 'crafter', a frame array or video/image folder (relative to /kaggle/input), or kaggle:owner/dataset")
     p.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', help='config override (repeatable)')
     p.add_argument('--lpips-weight', type=float, help='LPIPS weight (0: off; default: the preset)')
     p.add_argument('--session-hours', type=float, help="Kaggle's session limit (default 12)")
