@@ -457,3 +457,16 @@ def test_cli_errors_exit_nonzero_with_one_clear_message(tmp_path, capsys, monkey
     quota = FakeKaggle(quota=[(30, 30)])
     assert cli(['kernel', 'chain', '1', '--folder', str(REPO)], quota)[0] == 2
     assert 'error: GPU quota exhausted' in capsys.readouterr().err
+
+
+def test_kernel_command_plugs_into_the_projects_cli():
+    "`add_kernel_parser` on the subparsers of `cli.build_parser()`: no clash with the other commands, and it runs."
+    from vqvae_kaggle import cli
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    wired = 'kernel' in sub.choices                                      # once the lead wires it into cli.py
+    if not wired: vk.add_kernel_parser(sub)
+    assert {'train', 'eval', 'kernel'} <= set(sub.choices)
+    args = parser.parse_args(['kernel', 'validate', '--folder', str(REPO)])
+    assert args.command == 'kernel' and vk.run_kernel_command(args, log=quiet) == 0
+    if wired: assert cli.main(['kernel', 'validate', '--folder', str(REPO)]) == 0

@@ -179,7 +179,7 @@ def test_sigterm_mid_epoch_exits_cleanly_with_a_checkpoint_that_resumes(tmp_path
     out = tmp_path / 'run'
     overrides = [*TINY, 'run.epochs=1']
     # 400 frames: 100 steps in the epoch; each step is slowed down so that the signal lands inside the epoch
-    slow = 'step = T.Trainer.train_step\nT.Trainer.train_step = lambda self, b: (time.sleep(0.05), step(self, b))[1]'
+    slow = 'step = T.Trainer.train_step\nT.Trainer.train_step = lambda self, b: (time.sleep(0.1), step(self, b))[1]'
     proc = start_training(tmp_path, out, overrides, n_train=400, patch=slow)
     wait_for(lambda: len(train_rows(out)) >= 3, proc, 'three training steps')
     proc.send_signal(signal.SIGTERM)

@@ -881,9 +881,8 @@ def run_kernel_command(args, client=None, log=print, sleep=time.sleep) -> int:
     cmd = args.kernel_command
     try:
         if cmd == 'validate':
-            with tempfile.TemporaryDirectory() as d:
-                staged = stage_kernel(args.folder, d)
-                meta = json.loads((staged / 'kernel-metadata.json').read_text())
+            with tempfile.TemporaryDirectory() as d: stage_kernel(args.folder, d)   # the notebook and the package stage too
+            meta, _ = read_metadata(args.folder)
             log(f"{Path(args.folder) / 'kernel-metadata.json'}: valid ({meta['id']}, {meta['code_file']}, GPU {meta['enable_gpu']} "
                 f"{meta.get('machine_shape') or ''}, internet {meta['enable_internet']})")
             return 0
