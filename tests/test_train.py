@@ -97,5 +97,6 @@ def test_collapse_is_detected_and_reported(tmp_path, splits):
         q.embed.mul_(1000); q.embed[0].zero_(); q.embed_sum.copy_(q.embed)
     summary = t.fit()
     assert any('codebook collapse' in a for a in summary['alerts'])
+    assert int(t.model.quantizer.restarts) > 0   # the remedy: dead codes re-seeded although restart_dead is off
     assert any(r.get('alert') == 'collapse' and 'codes used on held-out frames' in r['text']
                for r in read_metrics(t.out / 'metrics.jsonl'))

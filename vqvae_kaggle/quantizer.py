@@ -13,7 +13,7 @@ from torch import nn
 from .config import QuantizerConfig
 
 # %% auto #0
-__all__ = ['world_size', 'all_reduce_sum_', 'broadcast_from_rank0_', 'seeded_generator', 'init_conv1x1', 'nearest_code',
+__all__ = ['world_size', 'all_reduce_sum_', 'gather_global_batch', 'seeded_generator', 'init_conv1x1', 'nearest_code',
            'cluster_sums', 'batch_code_stats', 'kmeans', 'EMAQuantizer', 'FSQ', 'build_quantizer']
 
 # %% ../nbs/04_quantizer.ipynb #617b0120
@@ -28,10 +28,17 @@ def all_reduce_sum_(*tensors: torch.Tensor):
     if _distributed():
         for t in tensors: dist.all_reduce(t)
 
-def broadcast_from_rank0_(*tensors: torch.Tensor):
-    "Overwrite each tensor in place with rank 0's copy; a no-op without torch.distributed."
-    if _distributed():
-        for t in tensors: dist.broadcast(t, 0)
+def gather_global_batch(flat: torch.Tensor, rows_per_sample: int) -> torch.Tensor:
+    """Every rank's latent rows, in the order one process would hold the whole global batch.
+    The loader deals the global batch round-robin (rank r holds samples r, r+W, r+2W, ...), so the gathered
+    (W, B, rows, d) blocks are interleaved back to (B, W, rows, d): k-means and restarts on N ranks then draw
+    exactly what a single process with N times the batch would draw."""
+    w = world_size()
+    if w == 1: return flat
+    parts = [torch.empty_like(flat) for _ in range(w)]
+    dist.all_gather(parts, flat.contiguous())
+    d = flat.shape[1]
+    return torch.stack(parts).view(w, -1, rows_per_sample, d).transpose(0, 1).reshape(-1, d)
 
 # %% ../nbs/04_quantizer.ipynb #f8d9b18d
 def seeded_generator(seed: int, step: int = 0, purpose: int = 0) -> torch.Generator:
@@ -114,6 +121,7 @@ class EMAQuantizer(nn.Module):
         self.register_buffer('initialised', torch.tensor(False))  # k-means'd or trained (saved: a resumed run must not redo k-means)
         self.register_buffer('step', torch.tensor(0))             # training updates so far: seeds the random draws
         self.register_buffer('restarts', torch.tensor(0))         # codes restarted so far
+        self.restart_requested = False                            # set by request_restart(); applies to the next update
 
     def _to_lookup(self, z):
         "(B,dim,h,w) latents -> (B*h*w, d) rows in lookup space."
@@ -129,54 +137,65 @@ class EMAQuantizer(nn.Module):
         b, _, h, w = z.shape
         with _float32_region(z, self.fp32):
             flat = self._to_lookup(z.float() if self.fp32 else z)
-            if self.training and self.kmeans_init and not self.initialised: self._kmeans_init(flat.detach())
+            if self.training and self.kmeans_init and not self.initialised: self._kmeans_init(flat.detach(), h * w)
             indices = nearest_code(flat.detach(), self.embed)
             q = self.embed[indices]                   # codes before this step's update, as in the textbook
             commit_loss = (flat - q).pow(2).mean()    # q is a buffer: no gradient flows into the codebook
-            if self.training: self._update(flat.detach(), indices)
+            if self.training: self._update(flat.detach(), indices, h * w)
             z_q = self._from_lookup(q + (flat - flat.detach()), b, h, w)  # straight-through: value q, gradient identity
         perplexity, usage = batch_code_stats(indices, self.codebook_size)
         return z_q.to(z.dtype), dict(commit_loss=commit_loss, perplexity=perplexity, usage=usage, indices=indices.view(b, h, w))
 
     @torch.no_grad()
-    def _update(self, flat, indices):
+    def _update(self, flat, indices, rows_per_sample: int):
         "The EMA step: decay the statistics, add this (all-ranks) batch, re-derive the codes."
         counts, sums = cluster_sums(flat, indices, self.codebook_size)
+        # one extra entry says whether any rank saw non-finite latents: then no rank updates (a NaN batch would
+        # poison the codebook for good; the trainer skips the step as well)
+        counts = torch.cat([counts, (~torch.isfinite(flat)).any().to(counts.dtype).view(1)])
         all_reduce_sum_(counts, sums)
+        counts, non_finite = counts[:-1], counts[-1]
+        if non_finite > 0: return
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n  # Laplace smoothing
         embed = self.embed_sum / smoothed[:, None]
         self.embed.copy_(F.normalize(embed, dim=1) if self.l2_normalize else embed)
-        if self.restart_dead: self._restart_dead(flat)
+        if self.restart_dead or self.restart_requested: self._restart_dead(flat, rows_per_sample)
+        self.restart_requested = False
         self.initialised.fill_(True)  # a trained codebook is never replaced by k-means, even if kmeans_init is switched on later
         self.step += 1
 
     @torch.no_grad()
-    def _kmeans_init(self, flat):
-        "Codebook <- k-means of this batch, with EMA statistics that agree with it (rank 0's result everywhere)."
+    def _kmeans_init(self, flat, rows_per_sample: int):
+        "Codebook <- k-means of the global batch (gathered from all ranks), with EMA statistics that agree with it."
+        flat = gather_global_batch(flat, rows_per_sample)
+        if not torch.isfinite(flat).all(): return  # identical on every rank: try again on the next batch
         centroids, counts = kmeans(flat, self.codebook_size, self.kmeans_iters,
                                    seeded_generator(self.seed, int(self.step), 1), spherical=self.l2_normalize)
-        counts = counts.float() * world_size()  # EMA counts are per global batch
+        counts = counts.float()
         self.embed.copy_(centroids); self.cluster_size.copy_(counts); self.embed_sum.copy_(centroids * counts[:, None])
-        broadcast_from_rank0_(self.embed, self.cluster_size, self.embed_sum)
         self.initialised.fill_(True)
 
     @torch.no_grad()
-    def _restart_dead(self, flat):
-        "Codes with EMA count < dead_threshold <- random latents of this batch; their statistics restart with them."
+    def _restart_dead(self, flat, rows_per_sample: int):
+        "Codes with EMA count < dead_threshold <- random latents of the global batch; their statistics restart with them."
         dead = self.cluster_size < self.dead_threshold  # identical on all ranks: the counts were all-reduced
         n_dead = int(dead.sum())
         if n_dead == 0: return
+        flat = gather_global_batch(flat, rows_per_sample)  # the same rows, in the same order, on every rank
         gen = seeded_generator(self.seed, int(self.step), 2)
         pick = torch.randperm(len(flat), generator=gen)[:n_dead] if len(flat) >= n_dead else torch.randint(len(flat), (n_dead,), generator=gen)
         new = flat[pick.to(flat.device)].to(self.embed.dtype)
         self.embed[dead] = new
         self.cluster_size[dead] = self.dead_threshold  # alive while it wins >= dead_threshold latents per batch on average
         self.embed_sum[dead] = new * self.dead_threshold  # consistent: embed_sum / cluster_size = the new code
-        broadcast_from_rank0_(self.embed, self.cluster_size, self.embed_sum)
         self.restarts += n_dead
+
+    def request_restart(self) -> None:
+        "Restart dead codes at the next training step, even without `restart_dead` (the trainer's collapse remedy)."
+        self.restart_requested = True
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         "Codes (B,h,w) -> decoder input (B,dim,h,w)."
