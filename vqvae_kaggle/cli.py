@@ -17,6 +17,7 @@ from .evaluate import run_eval
 from .losses import LPIPSUnavailable
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
+from .kaggle import add_kernel_parser, run_kernel_command
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'presets_table', 'main']
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser('config', help='print a resolved config as JSON')
     c.add_argument('--preset', default='cpu', choices=list(PRESETS))
     c.add_argument('--set', action='append', metavar='SECTION.FIELD=VALUE')
+    add_kernel_parser(sub)   # kernel validate|push|status|output|chain; the kaggle client is imported only when used
     return p
 
 def presets_table() -> str:
@@ -92,6 +94,7 @@ def _without_gpus(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == 'kernel': return run_kernel_command(args)   # reports its own errors (1: failed session, 2: other)
     try:
         if args.command == 'train':
             cfg = config_from_args(args)  # validate before launching anything

@@ -149,8 +149,10 @@ def _evenly_spaced(n_total: int, n: int) -> np.ndarray:
 
 class Trainer:
     def __init__(self, cfg: Config, out_dir=None, resume: bool = True, resume_dirs=(), fresh: bool = False,
-                 budget_margin_seconds: float = 0.0, progress: bool = True, splits=None, lpips_model=None, model=None):
+                 budget_margin_seconds: float = 0.0, progress: bool = True, splits=None, lpips_model=None, model=None,
+                 clock_factory=None):
         self.cfg, self.progress, self.margin = cfg, progress, budget_margin_seconds
+        self.clock_factory = clock_factory or SessionClock  # tests pass a clock whose deadline falls at a chosen step
         self.out = Path(out_dir or cfg.run.out_dir)
         self.ckpt_dir = self.out / 'checkpoints'
         if cfg.run.threads: torch.set_num_threads(cfg.run.threads)
@@ -345,8 +347,10 @@ class Trainer:
     def _health_label(self) -> str: return _health_label_of(self.health, self.epoch)
 
     # -- the loop ----------------------------------------------------------------------------------
-    def fit(self) -> dict:
-        cfg, budget = self.cfg, self.cfg.run.budget_minutes
+    def fit(self, budget_minutes: float | None = None) -> dict:
+        "Train until the epochs, `run.max_steps`, the budget (`budget_minutes`, else `run.budget_minutes`) or a signal end it."
+        cfg = self.cfg
+        budget = budget_minutes if budget_minutes is not None else cfg.run.budget_minutes
         self.model.train()
         if self.dist.is_main:
             procs = f' x {self.dist.world_size} processes = global batch {self.global_batch}' if self.dist.enabled else ''
@@ -355,7 +359,7 @@ class Trainer:
                   f'batch {cfg.optim.batch_size}{procs}, lr {cfg.optim.lr:g}, {self.steps_per_epoch} steps/epoch, '
                   f'device {self.device}, precision {self.precision.dtype or torch.float32}' + (f', budget {budget:g} min' if budget else ''))
         stop, last_val, last_ckpt = None, {}, time.monotonic()
-        with SessionClock(budget * 60 if budget else None, self.margin) as clock:
+        with self.clock_factory(budget * 60 if budget else None, self.margin) as clock:
             while self.epoch < cfg.run.epochs and stop is None and not (cfg.run.max_steps is not None and self.step >= cfg.run.max_steps):
                 t_epoch, sums, n = time.monotonic(), {}, 0
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {self.epoch}',
