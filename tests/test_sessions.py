@@ -389,3 +389,28 @@ def test_frontend_notebook_with_lpips_weights_in_an_attached_dataset(tmp_path, k
     assert 'LPIPS (alex): ready, self-test passed' in res['output']
     rows = train_rows(kaggle_root / 'working' / 'cpu')
     assert rows and all(r['lpips'] > 0 and r['lpips_weight'] == pytest.approx(0.1) for r in rows)
+
+
+# -- several GPUs: the session runs under torchrun ------------------------------------------------------------------
+
+def test_session_on_two_processes_then_continues_on_one(tmp_path, make_frames):
+    # 'gpus=2' on this CPU-only machine: two gloo processes under torchrun, the data from an attached frame array
+    fs = make_frames(32, H, W, seed=5, episodes=8)
+    p1 = vk.KagglePaths.under(tmp_path / 's1').ensure()
+    (p1.input / 'frames').mkdir(parents=True)
+    np.savez(p1.input / 'frames' / 'frames.npz', frames=fs.frames, episodes=fs.episodes)
+    cfg = vk.session_config('cpu', [*TINY, 'run.max_steps=5', 'data.val_fraction=0.25', 'data.workers=1'],
+                            data='frames/frames.npz', paths=p1)
+    s1 = vk.run_session(cfg, p1, gpus='2', progress=False)
+    assert s1['step'] == 5 and s1['stopped'] == 'max_steps'
+    out = Path(cfg.run.out_dir)
+    assert json.loads((out / 'sessions.jsonl').read_text().splitlines()[-1])['processes'] == 2
+    assert load_checkpoint(list_checkpoints(out / 'checkpoints')[0].path)['world_size'] == 2
+    # the next session sees that output as input and continues on one process
+    p2 = attach_output(tmp_path / 's1', tmp_path / 's2')
+    (p2.input / 'frames').mkdir(parents=True)
+    shutil.copy(p1.input / 'frames' / 'frames.npz', p2.input / 'frames' / 'frames.npz')
+    cfg2 = vk.session_config('cpu', [*TINY, 'run.max_steps=9', 'data.val_fraction=0.25', 'data.workers=1'],
+                             data='frames/frames.npz', paths=p2)
+    s2 = vk.run_session(cfg2, p2, require_previous=True, gpus='1', progress=False)
+    assert s2['step'] == 9

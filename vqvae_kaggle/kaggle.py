@@ -303,26 +303,56 @@ def _running_version() -> str:
 
 def run_session(cfg: Config, paths: KagglePaths, previous: str | None = None, require_previous: bool = False, fresh: bool = False,
                 session_hours: float = 12.0, margin_minutes: float = 20.0, budget_minutes: float | None = None,
-                started_at: float | None = None, lpips_model=None, splits=None, progress: bool = True, download=None) -> dict:
-    "Train for one session: resume from the newest checkpoint found, stop before the session's deadline; returns the trainer's summary."
-    from vqvae_kaggle.train import Trainer
-    cfg = config_from_dict(config_to_dict(cfg))   # a private copy: the session budget is set on it below
+                started_at: float | None = None, lpips_model=None, splits=None, progress: bool = True, download=None,
+                gpus='1') -> dict:
+    """Train for one session: resume from the newest checkpoint found, stop before the session's deadline; returns the trainer's summary.
+    With more than one GPU (`gpus='auto'` or a number), the session runs under torchrun, one process per GPU."""
+    from vqvae_kaggle.distributed import resolve_nproc
+    cfg = config_from_dict(config_to_dict(cfg))   # a private copy
     out = Path(cfg.run.out_dir)
     resume_dirs = [] if fresh else find_resume_dirs(paths, previous, require_previous, download)
-    trainer = Trainer(cfg, out_dir=out, resume_dirs=resume_dirs, fresh=fresh, lpips_model=lpips_model, splits=splits, progress=progress)
-    if trainer.resumed_from is not None:
-        copied = carry_over_history(trainer.resumed_from, out)
-        if copied: print(f'history: copied {len(copied)} file(s) of the run it continues into {out}')
-    # computed now, after installs and data loading: the session's clock started with the kernel
     budget = budget_minutes if budget_minutes is not None else cfg.run.budget_minutes
-    trainer.cfg.run.budget_minutes = session_budget_minutes(session_hours, margin_minutes, started_at, budget_minutes=budget)
-    print(f'session: {trainer.cfg.run.budget_minutes:.1f} min of training left before the deadline '
-          f'({session_hours:g} h session, {margin_minutes:g} min margin)')
-    summary = trainer.fit()
-    record = dict(time=time.time(), kind=paths.kind, package=_running_version(), resumed_from=str(trainer.resumed_from or ''),
-                  budget_minutes=round(trainer.cfg.run.budget_minutes, 2), **{k: summary[k] for k in ('stopped', 'step', 'epochs_done', 'session_seconds')})
+    nproc = resolve_nproc(gpus)
+    if nproc > 1: summary, resumed_from, session_budget = _run_distributed(cfg, out, resume_dirs, fresh, nproc, session_hours,
+                                                                           margin_minutes, started_at, budget)
+    else:
+        from vqvae_kaggle.train import Trainer
+        trainer = Trainer(cfg, out_dir=out, resume_dirs=resume_dirs, fresh=fresh, lpips_model=lpips_model, splits=splits, progress=progress)
+        resumed_from = trainer.resumed_from
+        if resumed_from is not None: _carry_history(resumed_from, out)
+        # computed now, after installs and data loading: the session's clock started with the kernel
+        session_budget = session_budget_minutes(session_hours, margin_minutes, started_at, budget_minutes=budget)
+        _say_budget(session_budget, session_hours, margin_minutes)
+        summary = trainer.fit(budget_minutes=session_budget)
+    record = dict(time=time.time(), kind=paths.kind, package=_running_version(), resumed_from=str(resumed_from or ''), processes=nproc,
+                  budget_minutes=round(session_budget, 2), **{k: summary[k] for k in ('stopped', 'step', 'epochs_done', 'session_seconds')})
     with open(out / 'sessions.jsonl', 'a') as f: f.write(json.dumps(record) + '\n')
     return summary
+
+def _carry_history(resumed_from, out: Path) -> None:
+    copied = carry_over_history(resumed_from, out)
+    if copied: print(f'history: copied {len(copied)} file(s) of the run it continues into {out}')
+
+def _say_budget(minutes: float, session_hours: float, margin_minutes: float) -> None:
+    print(f'session: {minutes:.1f} min of training left before the deadline ({session_hours:g} h session, {margin_minutes:g} min margin)')
+
+def _run_distributed(cfg: Config, out: Path, resume_dirs, fresh: bool, nproc: int, session_hours, margin_minutes, started_at, budget):
+    "The session as `vqvae-kaggle train --gpus N` under torchrun: the resolved config goes in a file, the summary comes back in one."
+    from vqvae_kaggle.config import save_config
+    from vqvae_kaggle.distributed import launch
+    newest = list_checkpoints(*([] if fresh else [out / 'checkpoints', *resume_dirs]))
+    resumed_from = newest[0].path if newest else None
+    if resumed_from is not None: _carry_history(resumed_from, out)
+    cfg_file = save_config(cfg, out / 'session-config.json')
+    session_budget = session_budget_minutes(session_hours, margin_minutes, started_at, budget_minutes=budget)
+    _say_budget(session_budget, session_hours, margin_minutes)
+    args = ['train', '--config', str(cfg_file), '--out', str(out), '--budget-minutes', f'{session_budget:.3f}', '--no-progress']
+    args += [a for d in resume_dirs for a in ('--resume-from', str(d))] + (['--fresh'] if fresh else [])
+    (out / 'summary.json').unlink(missing_ok=True)
+    rc = launch(nproc, args)
+    if rc != 0 or not (out / 'summary.json').exists():
+        raise RuntimeError(f'distributed training on {nproc} processes failed (exit status {rc}); the failing rank\'s error is above')
+    return json.loads((out / 'summary.json').read_text()), resumed_from, session_budget
 
 def show_session(summary: dict) -> None:
     "The run's newest sample grids (inline in a notebook) and its metric curves."
@@ -823,6 +853,7 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--margin-minutes', type=float, help='stop training this long before the limit (default 20)')
     p.add_argument('--budget-minutes', type=float, help='a shorter training budget per session')
     p.add_argument('--run-name', help='output folder name under /kaggle/working (default: the preset name)')
+    p.add_argument('--gpus', help="GPUS: 'auto' (default: every GPU of the machine, one process each under torchrun) or a number")
     p.add_argument('--fresh', action='store_true', help='ignore attached checkpoints and start a new run')
     p.add_argument('--wandb', choices=('auto', 'offline', 'disabled'), help='wandb mode (default auto: online with a key in Kaggle Secrets)')
     p.add_argument('--no-lpips-download', action='store_true', help='never download the LPIPS backbone (attached dataset only)')
@@ -856,7 +887,8 @@ def add_kernel_parser(subparsers) -> argparse.ArgumentParser:
     return k
 
 _PARAM_ARGS = dict(preset='PRESET', data='DATA', lpips_weight='LPIPS_WEIGHT', session_hours='SESSION_HOURS',
-                   margin_minutes='MARGIN_MINUTES', budget_minutes='BUDGET_MINUTES', run_name='RUN_NAME', wandb='WANDB')
+                   margin_minutes='MARGIN_MINUTES', budget_minutes='BUDGET_MINUTES', run_name='RUN_NAME', wandb='WANDB',
+                   gpus='GPUS')
 
 def notebook_params(args) -> dict:
     "Front-end notebook parameters from the command-line options that were given."
