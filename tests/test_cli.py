@@ -1,0 +1,77 @@
+"""`vqvae-kaggle train` and `eval` from the command line, on every kind of frame source, and its errors."""
+import json
+from pathlib import Path
+import numpy as np, pytest
+from PIL import Image
+from vqvae_kaggle.cli import main
+from vqvae_kaggle.frames import write_video
+
+TINY = ['model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=16',
+        'quantizer.lookup_dim=4', 'data.width=32', 'data.height=16', 'optim.batch_size=4', 'optim.warmup_steps=1',
+        'run.wandb=disabled', 'run.val_frames=4', 'run.sample_frames=2', 'run.max_steps=3', 'data.workers=1',
+        'data.val_fraction=0.34', 'data.skip_first=2', 'data.frame_gap=2']
+
+def clips(n_videos, length, seed=0):
+    "Blocky moving frames, 64x36, one clip per video."
+    rng = np.random.default_rng(seed)
+    out = []
+    for v in range(n_videos):
+        base = rng.integers(0, 256, size=(5, 9, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)[:36, :64]
+        out.append(np.stack([np.roll(base, t, axis=1) for t in range(length)]))
+    return out
+
+def make_source(kind, root: Path) -> str:
+    if kind == 'npz':
+        frames = np.concatenate(clips(3, 12))
+        np.savez(root / 'frames.npz', frames=frames, episodes=np.repeat(np.arange(3), 12))
+        return str(root / 'frames.npz')
+    if kind == 'videos':
+        (root / 'videos').mkdir()
+        for k, c in enumerate(clips(3, 24)): write_video(root / 'videos' / f'{k}.mp4', c)
+        return str(root / 'videos')
+    if kind == 'images':
+        for k, c in enumerate(clips(3, 12)):
+            (root / 'images' / f'ep{k}').mkdir(parents=True)
+            for i, f in enumerate(c): Image.fromarray(f).save(root / 'images' / f'ep{k}' / f'{i:03d}.png')
+        return str(root / 'images')
+    if kind == 'minerl':
+        for k, c in enumerate(clips(3, 24)):
+            (root / 'minerl' / f'traj{k}').mkdir(parents=True)
+            write_video(root / 'minerl' / f'traj{k}' / 'recording.mp4', c)
+        return str(root / 'minerl')
+    if kind == 'gamefactory':
+        (root / 'gf' / 'video').mkdir(parents=True)
+        for k, c in enumerate(clips(3, 40)): write_video(root / 'gf' / 'video' / f'{k:03d}.mp4', c)
+        return str(root / 'gf')
+    raise ValueError(kind)
+
+@pytest.mark.parametrize('kind', ['npz', 'videos', 'images', 'minerl', 'gamefactory'])
+def test_train_then_eval_on_each_source(kind, tmp_path, capsys):
+    src = make_source(kind, tmp_path)
+    extra = ['--set=data.max_frames=30'] if kind == 'gamefactory' else []
+    sets = [f'--set={s}' for s in TINY + [f'data.cache_dir={tmp_path / "cache"}']]
+    assert main(['train', '--data', src, '--out', str(tmp_path / 'run'), '--no-progress', *sets, *extra]) == 0
+    out = capsys.readouterr().out
+    assert 'done (max_steps): 0 epochs, 3 steps' in out or 'done (max_steps)' in out
+    assert list((tmp_path / 'run' / 'checkpoints').glob('ckpt-*.pt'))
+    assert main(['eval', '--checkpoint', str(tmp_path / 'run'), '--out', str(tmp_path / 'eval')]) == 0
+    r = json.loads((tmp_path / 'eval' / 'eval.json').read_text())
+    m = r['sources']['val']
+    assert m['frames'] > 0 and 0 < m['usage'] <= 1 and np.isfinite(m['psnr'])
+
+@pytest.mark.parametrize('args, message', [
+    (['train', '--data', '/nonexistent/frames.npz'], '/nonexistent/frames.npz'),
+    (['train', '--set', 'model.upsample=bilinear'], "model.upsample must be 'nearest' or 'transpose'"),
+    (['train', '--config', '/nonexistent.json'], 'config file not found: /nonexistent.json'),
+    (['eval', '--checkpoint', '/nonexistent/run'], 'no checkpoint at /nonexistent/run'),
+])
+def test_bad_arguments_get_one_clear_line(args, message, tmp_path, capsys):
+    assert main(args + (['--out', str(tmp_path / 'r')] if args[0] == 'train' else [])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err
+
+def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / 'empty').mkdir()
+    assert main(['train', '--data', str(tmp_path / 'empty'), '--out', str(tmp_path / 'r'),
+                 f'--set=data.cache_dir={tmp_path / "cache"}']) == 2
+    assert 'empty' in capsys.readouterr().err
