@@ -75,3 +75,20 @@ def test_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert main(['train', '--data', str(tmp_path / 'empty'), '--out', str(tmp_path / 'r'),
                  f'--set=data.cache_dir={tmp_path / "cache"}']) == 2
     assert 'empty' in capsys.readouterr().err
+
+def test_tokenize_writes_codes_that_decode_like_the_model(tmp_path, capsys):
+    import torch
+    from vqvae_kaggle.evaluate import load_tokenizer
+    from vqvae_kaggle.model import decode_codes, to_model_input, to_uint8
+    src = make_source('npz', tmp_path)
+    sets = [f'--set={s}' for s in TINY + [f'data.cache_dir={tmp_path / "cache"}']]
+    assert main(['train', '--data', src, '--out', str(tmp_path / 'run'), '--no-progress', *sets]) == 0
+    assert main(['tokenize', '--checkpoint', str(tmp_path / 'run'), '--data', src, '--out', str(tmp_path / 'codes.npz')]) == 0
+    z = np.load(tmp_path / 'codes.npz')
+    assert z['codes'].shape == (36, 8, 16) and z['codes'].dtype == np.uint8 and int(z['codebook_size']) == 16
+    assert (z['episodes'] == np.repeat(np.arange(3), 12)).all()
+    model, cfg, _ = load_tokenizer(tmp_path / 'run')
+    from vqvae_kaggle.data import source_frames   # the 64x36 frames as the model saw them: cropped and resized to 32x16
+    fs, _ = source_frames(src, cfg.data, progress=False)
+    x = torch.from_numpy(fs.frames[:4]).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(decode_codes(model, z['codes'][:4]), to_uint8(model(to_model_input(x))[0]).permute(0, 2, 3, 1).numpy())

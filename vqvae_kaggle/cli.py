@@ -13,14 +13,16 @@ from .config import (Config, ConfigError, PRESETS, get_preset, load_config, appl
                                  config_from_dict)
 from .frames import FrameError
 from .checkpoint import CheckpointError
-from .evaluate import run_eval
+from .evaluate import run_eval, load_tokenizer, resolve_device
+from .data import source_frames
+from .model import encode_frames
 from .losses import LPIPSUnavailable
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
 from .kaggle import add_kernel_parser, run_kernel_command
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'presets_table', 'main']
+__all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'tokenize', 'presets_table', 'main']
 
 # %% ../nbs/11_cli.ipynb #188ebdd9
 def config_from_args(args) -> Config:
@@ -63,12 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--max-frames', type=int)
     e.add_argument('--device', default='auto')
 
+    k = sub.add_parser('tokenize', help='codes of a frame source for downstream models (.npz: codes, episodes)')
+    k.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file or a run folder')
+    k.add_argument('--data', required=True, help='a frame source (frame array, videos, images, layouts, kaggle:...)')
+    k.add_argument('--out', required=True, help='output .npz file')
+    k.add_argument('--device', default='auto')
+    k.add_argument('--batch-size', type=int, default=64)
+
     sub.add_parser('presets', help='list the named presets')
     c = sub.add_parser('config', help='print a resolved config as JSON')
     c.add_argument('--preset', default='cpu', choices=list(PRESETS))
     c.add_argument('--set', action='append', metavar='SECTION.FIELD=VALUE')
     add_kernel_parser(sub)   # kernel validate|push|status|output|chain; the kaggle client is imported only when used
     return p
+
+def tokenize(checkpoint, data: str, out, device: str = 'auto', batch_size: int = 64) -> Path:
+    "Encode every frame of `data` with `checkpoint`; write codes (N,h,w), episodes and episode names to `out` (.npz)."
+    model, cfg, state = load_tokenizer(checkpoint, resolve_device(device))
+    fs, _ = source_frames(data, cfg.data, progress=False)
+    codes = encode_frames(model, fs.frames, batch_size)
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, codes=codes, episodes=fs.episodes, names=np.array(fs.names), codebook_size=model.codebook_size,
+                        checkpoint=str(state['path']), step=state['step'])
+    print(f'{len(codes)} frames -> codes {codes.shape[1:]} ({codes.dtype}, {model.codebook_size} codes) in {out}')
+    return out
 
 def presets_table() -> str:
     "One line per preset: frame size, latent grid, downsampling stages, codebook, LPIPS, batch, upsampling."
@@ -115,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {m['frames']} frames, PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, usage {m['usage']:.1%}, "
                       f"perplexity {m['perplexity']:.0f}, grid {m['grid']}")
             print(f"metrics: {r['json']}")
+        elif args.command == 'tokenize': tokenize(args.checkpoint, args.data, args.out, args.device, args.batch_size)
         elif args.command == 'presets': print(presets_table())
         elif args.command == 'config': print(json.dumps(config_to_dict(apply_overrides(get_preset(args.preset), args.set or [])), indent=2))
     except USER_ERRORS as e:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/03_model.ipynb #c45f1b38
 from __future__ import annotations
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from .quantizer import build_quantizer
 
 # %% auto #0
 __all__ = ['to_model_input', 'to_unit', 'to_uint8', 'norm_layer', 'act_layer', 'ResBlock', 'downsample', 'upsample', 'Encoder',
-           'Decoder', 'Tokenizer', 'build_tokenizer', 'count_parameters']
+           'Decoder', 'Tokenizer', 'build_tokenizer', 'count_parameters', 'code_dtype', 'encode_frames', 'decode_codes']
 
 # %% ../nbs/03_model.ipynb #0062e286
 def to_model_input(frames: torch.Tensor) -> torch.Tensor:
@@ -113,3 +114,28 @@ class Tokenizer(nn.Module):
 def build_tokenizer(cfg: Config) -> Tokenizer: return Tokenizer(cfg)
 
 def count_parameters(model: nn.Module) -> int: return sum(p.numel() for p in model.parameters())
+
+# %% ../nbs/03_model.ipynb #f8f3ce50
+def code_dtype(codebook_size: int):
+    "The smallest unsigned integer type that holds every code."
+    return np.uint8 if codebook_size <= 256 else np.uint16 if codebook_size <= 65536 else np.int64
+
+@torch.no_grad()
+def encode_frames(model: Tokenizer, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    "uint8 frames (N,H,W,3) -> codes (N,h,w) as a numpy integer array."
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(frames), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2).to(device)
+        out.append(model.encode(to_model_input(x)).cpu().numpy().astype(code_dtype(model.codebook_size)))
+    return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=code_dtype(model.codebook_size))
+
+@torch.no_grad()
+def decode_codes(model: Tokenizer, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    "Codes (N,h,w) -> uint8 frames (N,H,W,3)."
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(codes), batch_size):
+        idx = torch.from_numpy(codes[i:i + batch_size].astype(np.int64)).to(device)
+        out.append(to_uint8(model.decode_indices(idx)).permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out)
