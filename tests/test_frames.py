@@ -29,3 +29,194 @@ def test_crafter_render_resizes_and_labels_each_world():
 def test_crafter_rejects_bad_counts(kw):
     with pytest.raises(FrameError):
         render_crafter_episode(0, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Videos, layouts, sampling rules, Kaggle handles. Test videos are lossless (libx264rgb, crf 0) and frame t of a
+# video is a flat colour whose red channel is offset + t, so the exact frames a rule kept can be read back.
+import json
+import warnings
+from pathlib import Path
+
+import av
+from PIL import Image
+from vqvae_kaggle.frames import (FrameSet, decode_video, detect_layout, every_kth, gap_sample, plan_tasks, read_source,
+                                 resolve_source, video_frame_count, write_video)
+
+
+def coloured(n, offset=0, w=64, h=36):
+    return np.stack([np.full((h, w, 3), (offset + t, 100, 200), np.uint8) for t in range(n)])
+
+
+def red(fs_or_frames):
+    frames = fs_or_frames.frames if isinstance(fs_or_frames, FrameSet) else fs_or_frames
+    return frames[:, frames.shape[1] // 2, frames.shape[2] // 2, 0].astype(int).tolist()
+
+
+def test_libx264rgb_crf0_is_lossless(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (9, 36, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / 'noise.mp4', frames)
+    np.testing.assert_array_equal(decode_video(tmp_path / 'noise.mp4'), frames)
+
+
+def test_webm_frame_count_from_packets(tmp_path):
+    path = tmp_path / 'clip.webm'
+    with av.open(str(path), 'w') as out:
+        s = out.add_stream('libvpx-vp9', rate=10); s.width, s.height, s.pix_fmt = 64, 36, 'yuv420p'
+        for f in coloured(8):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format='rgb24')): out.mux(p)
+        for p in s.encode(): out.mux(p)
+    assert video_frame_count(path) == 8
+    assert decode_video(path, skip_first=2, frame_gap=3, width=32, height=18).shape == (2, 18, 32, 3)
+
+
+def minerl_tree(root, lengths):
+    for k, n in enumerate(lengths):
+        d = root / f'v{k}' / f'traj{k}'
+        d.mkdir(parents=True)
+        write_video(d / 'recording.mp4', coloured(n, offset=50 * k))
+        (d / 'metadata.json').write_text(json.dumps({'frames': n}))
+    return root
+
+
+def test_minerl_rule_keeps_exact_frames(tmp_path):
+    root = minerl_tree(tmp_path / 'minerl', [30, 41, 23])
+    assert detect_layout(root) == 'minerl'
+    fs = read_source(str(root), 32, 18, skip_first=20, frame_gap=2)
+    assert fs.names == ['v0/traj0', 'v1/traj1', 'v2/traj2']
+    for k, n in enumerate([30, 41, 23]):
+        assert red(fs.subset(fs.episodes == k)) == [50 * k + t for t in every_kth(n, 20, 2)]
+
+
+def test_minerl_max_frames_is_a_seeded_subset_of_the_rule(tmp_path):
+    root = minerl_tree(tmp_path / 'minerl', [30, 41, 23])
+    fs = read_source(str(root), 32, 18, skip_first=20, frame_gap=2, max_frames=7, seed=3)
+    assert len(fs) == 7
+    allowed = {50 * k + t for k, n in enumerate([30, 41, 23]) for t in every_kth(n, 20, 2)}
+    assert set(red(fs)) <= allowed
+    assert red(read_source(str(root), 32, 18, skip_first=20, frame_gap=2, max_frames=7, seed=3)) == red(fs)
+
+
+def test_gamefactory_rule_draws_planned_frames_with_gaps(tmp_path):
+    root = tmp_path / 'gf'
+    (root / 'video').mkdir(parents=True); (root / 'metadata').mkdir()
+    lengths = [60, 35, 12, 48]
+    for k, n in enumerate(lengths):
+        write_video(root / 'video' / f'{k:03d}.mp4', coloured(n, offset=60 * k))
+        (root / 'metadata' / f'{k:03d}.json').write_text('{"actions": []}')
+    tasks = plan_tasks(root, 'gamefactory', 64, 64, skip_first=0, frame_gap=5, max_frames=20, seed=11)
+    expected = gap_sample(lengths, 20, 5, seed=11)
+    by_name = {t['episode']: t['indices'] for t in tasks}
+    assert by_name == {f'video/{k:03d}.mp4': e.tolist() for k, e in enumerate(expected) if len(e)}
+    fs = read_source(str(root), 64, 64, layout='gamefactory', frame_gap=5, max_frames=20, seed=11)
+    assert len(fs) == 20 and fs.frames.shape[1:] == (64, 64, 3)
+    for e, name in enumerate(fs.names):
+        k = int(Path(name).stem)
+        got = [r - 60 * k for r in red(fs.subset(fs.episodes == e))]
+        assert got == by_name[name] and all(np.diff(got) >= 5)
+    other = read_source(str(root), 64, 64, layout='gamefactory', frame_gap=5, max_frames=20, seed=12)
+    assert red(other) != red(fs)
+
+
+def test_gap_sample_statistics():
+    picks = gap_sample([500] * 10, 300, 5, seed=0)
+    assert sum(map(len, picks)) == 300
+    assert all((np.diff(p) >= 5).all() and p.max() < 500 for p in picks)
+    assert max(map(len, picks)) - min(map(len, picks)) < 25      # shared roughly by capacity
+
+
+def test_crop_and_resize_targets_from_a_16_9_video(tmp_path):
+    frame = np.zeros((90, 160, 3), np.uint8); frame[:] = (255, 0, 0); frame[:, 35:125] = (0, 255, 0)
+    write_video(tmp_path / 'wide.mp4', np.stack([frame] * 3))
+    for w, h in [(64, 64), (64, 36), (128, 72)]:
+        out = decode_video(tmp_path / 'wide.mp4', width=w, height=h)
+        assert out.shape == (3, h, w, 3)
+    square = decode_video(tmp_path / 'wide.mp4', width=64, height=64)
+    assert (square[:, :, 2:-2] == (0, 255, 0)).all()          # the sides were cropped away, not squeezed in
+    wide = decode_video(tmp_path / 'wide.mp4', width=64, height=36)
+    assert (wide[:, :, 0] == (255, 0, 0)).all()                # same aspect: nothing cropped
+
+
+def test_image_folder_recursive_formats_and_episodes(tmp_path):
+    root = tmp_path / 'imgs'
+    (root / 'a').mkdir(parents=True); (root / 'b' / 'c').mkdir(parents=True)
+    Image.new('RGB', (32, 18), (10, 20, 30)).save(root / 'a' / '0.png')
+    Image.new('RGB', (32, 18), (10, 20, 30)).save(root / 'a' / '1.jpg', quality=100)
+    Image.new('L', (16, 16), 99).save(root / 'b' / 'c' / '0.webp', lossless=True)
+    Image.new('RGBA', (18, 32), (1, 2, 3, 0)).save(root / 'b' / 'x.png')
+    (root / 'notes.txt').write_text('not an image')
+    fs = read_source(str(root), 16, 9)
+    assert fs.episode_counts() == {'a': 2, 'b': 1, 'b/c': 1} and fs.frames.shape == (4, 9, 16, 3)
+    pixel = {n: fs.frames[fs.episodes == e][:, 4, 8].tolist() for e, n in enumerate(fs.names)}
+    assert pixel == {'a': [[10, 20, 30], [10, 20, 30]], 'b/c': [[99, 99, 99]], 'b': [[1, 2, 3]]}
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    root = minerl_tree(tmp_path / 'm', [30, 12])
+    with pytest.raises(FrameError, match='traj1/recording.mp4: video has 12 frames, none left after skipping the first 20'):
+        read_source(str(root), 32, 18, skip_first=20, frame_gap=2)
+    with pytest.raises(FrameError, match='recording.mp4: video has 12 frames'):
+        read_source(str(root), 32, 18, layout='gamefactory', skip_first=20, frame_gap=5, max_frames=2)
+    ok = read_source(str(root), 32, 18, skip_first=20, frame_gap=2, skip_bad=True)
+    assert ok.names == ['v0/traj0']
+    good = (root / 'v0' / 'traj0' / 'recording.mp4').read_bytes()
+    (root / 'v1' / 'traj1' / 'recording.mp4').write_bytes(good[: len(good) * 2 // 3])
+    with pytest.raises(FrameError, match='traj1/recording.mp4'):
+        read_source(str(root), 32, 18, skip_first=0, frame_gap=1)
+    (root / 'v1' / 'traj1' / 'recording.mp4').write_bytes(b'\x00' * 4096)
+    with pytest.raises(FrameError, match='traj1/recording.mp4: cannot'):
+        read_source(str(root), 32, 18, skip_first=0, frame_gap=1)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FrameError, match='empty: no videos'):
+        read_source(str(tmp_path / 'empty'), 32, 18)
+
+
+def test_truncated_video_whose_header_survives(tmp_path):
+    # A video with its index at the front (faststart) cut short: the header promises more frames than decode.
+    path = tmp_path / 'fast.mp4'
+    with av.open(str(path), 'w', options={'movflags': 'faststart'}) as out:
+        s = out.add_stream('libx264rgb', rate=20, options={'crf': '0'}); s.width, s.height, s.pix_fmt = 64, 36, 'rgb24'
+        for f in np.random.default_rng(0).integers(0, 255, (40, 36, 64, 3), dtype=np.uint8):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format='rgb24')): out.mux(p)
+        for p in s.encode(): out.mux(p)
+    data = path.read_bytes(); path.write_bytes(data[: len(data) // 2])
+    assert video_frame_count(path) == 40
+    with pytest.raises(FrameError, match='fast.mp4'):
+        decode_video(path)
+    with pytest.raises(FrameError, match='fast.mp4'):
+        decode_video(path, indices=[39])
+
+
+def make_cached_kaggle_dataset(handle, files):
+    "Place a dataset in $KAGGLEHUB_CACHE as kagglehub itself would after a download."
+    from kagglehub import cache, handle as kh
+    h = kh.parse_dataset_handle(handle)
+    root = Path(cache.get_cached_path(h)); root.mkdir(parents=True)
+    for rel, writer in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True); writer(root / rel)
+    marker = Path(cache._get_completion_marker_filepath(h)); marker.parent.mkdir(parents=True, exist_ok=True); marker.touch()
+    return root
+
+
+def test_kaggle_handles_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv('KAGGLEHUB_CACHE', str(tmp_path / 'kh'))
+    root = make_cached_kaggle_dataset('someone/crafty-frames/versions/3',
+                                      {'clips/a/recording.mp4': lambda p: write_video(p, coloured(25))})
+    assert resolve_source('kaggle:someone/crafty-frames/versions/3') == root
+    assert resolve_source('kaggle:someone/crafty-frames/versions/3:clips') == root / 'clips'
+    fs = read_source('kaggle:someone/crafty-frames/versions/3:clips', 32, 18, skip_first=20, frame_gap=2)
+    assert fs.names == ['a'] and red(fs) == [20, 22, 24]
+    with pytest.raises(FrameError, match="clips/nope' not found in the dataset"):
+        resolve_source('kaggle:someone/crafty-frames/versions/3:clips/nope')
+    with pytest.raises(FrameError, match='Offline, only a versioned handle'):   # no network here or in CI
+        resolve_source('kaggle:someone/crafty-frames')
+
+
+def test_fast_video_scaling_matches_pil_box_filter(tmp_path):
+    frames = render_crafter_episode(1, 4, skip_first=0, frame_gap=1)         # sharp pixel-art edges
+    write_video(tmp_path / 'c.mp4', frames)
+    from vqvae_kaggle.frames import preprocess
+    for w, h in [(64, 36), (32, 18), (96, 54), (64, 64), (128, 72)]:
+        fast = decode_video(tmp_path / 'c.mp4', width=w, height=h).astype(int)
+        ref = np.stack([preprocess(f, w, h) for f in frames]).astype(int)
+        assert np.abs(fast - ref).max() <= 1, (w, h)                          # rounding only

@@ -1,0 +1,31 @@
+"""Run by tests/test_distributed.py under torchrun: trains a tiny config and saves this rank's final state.
+
+Fault injection for the tests (never used by the package): --raise-at STEP makes rank --fault-rank raise at that
+step; --sigterm-at STEP makes it send itself SIGTERM, as Kaggle does at the end of a session."""
+import argparse, os, signal, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import synthetic_frames
+from vqvae_kaggle.config import get_preset, apply_overrides
+from vqvae_kaggle.train import Trainer
+
+p = argparse.ArgumentParser()
+p.add_argument('out'); p.add_argument('--set', action='append', default=[])
+p.add_argument('--raise-at', type=int); p.add_argument('--sigterm-at', type=int); p.add_argument('--fault-rank', type=int, default=1)
+a = p.parse_args()
+rank = int(os.environ.get('RANK', 0))
+torch.set_num_threads(1)
+cfg = apply_overrides(get_preset('cpu'), a.set)
+splits = (synthetic_frames(48, cfg.data.height, cfg.data.width, seed=1), synthetic_frames(8, cfg.data.height, cfg.data.width, seed=2))
+t = Trainer(cfg, out_dir=a.out, splits=splits, progress=False)
+if rank == a.fault_rank and (a.raise_at is not None or a.sigterm_at is not None):
+    step = t.train_step
+    def faulty(batch):
+        if t.step == a.raise_at: raise RuntimeError(f'injected failure on rank {rank} at step {t.step}')
+        if t.step == a.sigterm_at: os.kill(os.getpid(), signal.SIGTERM)
+        return step(batch)
+    t.train_step = faulty
+summary = t.fit()
+torch.save({'model': t.model.state_dict(), 'step': t.step, 'epoch': t.epoch, 'stopped': summary['stopped']},
+           Path(a.out) / f'rank{rank}.pt')

@@ -1,0 +1,472 @@
+"""Kernel metadata validation, the package wheel, and push / status / output / chain / the `kernel` CLI over a fake
+Kaggle client, including every error: missing credentials, no network, quota exhausted, a failed session."""
+import argparse, json, os, subprocess, sys, types, zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from vqvae_kaggle import kaggle as vk
+
+REPO = Path(__file__).resolve().parents[1]
+KID = json.loads((REPO / 'kernel-metadata.json').read_text())['id']
+
+
+# -- a fake Kaggle ---------------------------------------------------------------------------------------------------
+
+def http_error(status: int, text='refused'):
+    r = requests.Response(); r.status_code = status
+    return requests.exceptions.HTTPError(f'{status} {text}', response=r)
+
+
+class FakeKaggle:
+    """Kaggle's servers, scripted. Push n creates version n, whose statuses are served in turn (the last one repeats);
+    `reject(meta)` may return an error string for a push; `raises[method]` lists exceptions the next calls raise;
+    `quota` is a list of (used, total) hours served in turn by quota_view."""
+
+    def __init__(self, statuses=None, default=('QUEUED', 'RUNNING', 'COMPLETE'), reject=None, raises=None, quota=None,
+                 failure='Notebook failed: exit code 1', summary=True):
+        self.statuses, self.default, self.reject = statuses or {}, default, reject or (lambda meta: None)
+        self.raises, self.quota, self.failure, self.summary = raises or {}, quota, failure, summary
+        self.pushes, self.calls, self._left = [], [], {}
+
+    def _call(self, name, *args):
+        self.calls.append((name, args))
+        if self.raises.get(name): raise self.raises[name].pop(0)
+
+    def kernels_push(self, folder, timeout=None, acc=None, no_run=False):
+        self._call('kernels_push', folder)
+        meta = json.loads((Path(folder) / 'kernel-metadata.json').read_text())
+        nb = json.loads((Path(folder) / meta['code_file']).read_text())
+        error = self.reject(meta)
+        if error: return types.SimpleNamespace(error=error, url='', version_number=None, ref='', invalid_kernel_sources=[])
+        self.pushes.append(dict(meta=meta, nb=nb, acc=acc, timeout=timeout, no_run=no_run))
+        v = len(self.pushes)
+        self._left[v] = list(self.statuses.get(v, self.default))
+        return types.SimpleNamespace(error=None, url=f'https://www.kaggle.com/code/{meta["id"]}?scriptVersionId={1000 + v}',
+                                     version_number=v, ref=f'/code/{meta["id"]}', invalid_kernel_sources=[],
+                                     invalid_dataset_sources=['ghost/dataset'] if 'ghost/dataset' in meta['dataset_sources'] else [])
+
+    def _version(self, kernel):
+        parts = kernel.split('/')
+        return int(parts[2]) if len(parts) == 3 else len(self.pushes)
+
+    def kernels_status(self, kernel):
+        self._call('kernels_status', kernel)
+        todo = self._left[self._version(kernel)]
+        s = todo.pop(0) if len(todo) > 1 else todo[0]
+        enum = types.SimpleNamespace(name=s)          # kaggle 2.2.5 returns a KernelWorkerStatus enum
+        return types.SimpleNamespace(status=enum, failure_message=self.failure if s == 'ERROR' else None)
+
+    def kernels_output(self, kernel, path, file_pattern=None, force=False, quiet=True):
+        self._call('kernels_output', kernel, file_pattern)
+        v, files = self._version(kernel), []
+        if self.summary:
+            s = Path(path) / 'cpu' / 'summary.json'; s.parent.mkdir(parents=True, exist_ok=True)
+            s.write_text(json.dumps(dict(stopped='deadline', step=1000 * v, epochs_done=3 * v, val=dict(psnr=25.0 + v))))
+            files.append(str(s))
+        log = Path(path) / f"{kernel.split('/')[1]}.log"
+        lines = [{'stream_name': 'stdout', 'time': float(i), 'data': f'step {i}\n'} for i in range(50)]
+        lines.append({'stream_name': 'stderr', 'time': 51.0, 'data': 'STOPPED: LPIPS (alex) needs alexnet-owt-7be5be79.pth\n'})
+        log.write_text(json.dumps(lines))
+        return files + [str(log)], None
+
+    def quota_view(self):
+        self._call('quota_view')
+        if self.quota is None: return types.SimpleNamespace(gpu_quota=None, tpu_quota=None, quota_refresh_time=None)
+        used, total = self.quota.pop(0) if len(self.quota) > 1 else self.quota[0]
+        q = types.SimpleNamespace(time_used=timedelta(hours=used), total_time_allowed=timedelta(hours=total))
+        return types.SimpleNamespace(gpu_quota=q, tpu_quota=None, quota_refresh_time=None)
+
+
+def quiet(*a): pass
+
+
+def injected(nb):
+    "The injected parameters of a pushed notebook, as a dict."
+    src = vk._source(nb['cells'][vk.parameters_cell(nb) + 1])
+    ns = {}
+    exec(src, ns)
+    return {k: v for k, v in ns.items() if not k.startswith('__')}
+
+
+# -- metadata ----------------------------------------------------------------------------------------------------------
+
+def test_repository_metadata_is_valid_and_explicit():
+    meta = vk.validate_metadata(REPO)
+    assert meta['code_file'] == 'kernel/train.ipynb' and (REPO / meta['code_file']).is_file()
+    assert (meta['language'], meta['kernel_type'], meta['machine_shape']) == ('python', 'notebook', 'NvidiaTeslaT4')
+    for k in ('is_private', 'enable_gpu', 'enable_internet'): assert meta[k] is True
+    for k in ('dataset_sources', 'kernel_sources', 'competition_sources', 'model_sources'): assert meta[k] == []
+    assert vk.slugify(meta['title']) == meta['id'].split('/')[1]
+
+
+def test_notebook_parameters_cover_every_cli_option():
+    "The CLI only sets parameters the front end defines (the contract between `kernel push` and kernel/train.ipynb)."
+    nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
+    names = set(vk.parameter_names(nb))
+    set_by_cli = set(vk._PARAM_ARGS.values()) | {'OVERRIDES', 'FRESH', 'LPIPS_DOWNLOAD', 'PREVIOUS_OUTPUT', 'REQUIRE_PREVIOUS', 'PACKAGE_WHEEL'}
+    assert set_by_cli <= names, set_by_cli - names
+
+
+def good_meta():
+    return json.loads((REPO / 'kernel-metadata.json').read_text())
+
+BAD = [
+    (dict(id='no-slash'), "id 'no-slash' must be 'username/kernel-slug'"),
+    (dict(id='me/a/b'), "must be 'username/kernel-slug'"),
+    (dict(id='me/Upper_Case'), "the slug 'Upper_Case' must be 5-50 lower-case letters"),
+    (dict(id='me/abc'), "the slug 'abc' must be 5-50"),
+    (dict(id='me/' + 'x' * 51), 'must be 5-50'),
+    (dict(id='m e/vqvae-kaggle-train'), "'m e' is not a Kaggle username"),
+    (dict(title='Something Else'), "title 'Something Else' has the slug 'something-else', not the id slug 'vqvae-kaggle-train'"),
+    (dict(title='abc'), "title 'abc' must be at least 5 characters"),
+    (dict(code_file='kernel/nope.ipynb'), "code_file 'kernel/nope.ipynb' not found relative to the metadata file"),
+    (dict(code_file='settings.ini'), 'kernel_type notebook needs an .ipynb code_file'),
+    (dict(language='r'), "language must be 'python'"),
+    (dict(kernel_type='book'), "kernel_type must be 'notebook' or 'script'"),
+    (dict(enable_internet='true'), "enable_internet must be true or false (JSON booleans), got 'true'"),
+    (dict(is_private=1), 'is_private must be true or false'),
+    (dict(enable_tpu=True), 'enable_gpu and enable_tpu cannot both be true'),
+    (dict(dataset_sources='me/data'), "dataset_sources must be a list"),
+    (dict(dataset_sources=['data-only']), "dataset_sources: ['data-only'] not of the form 'owner/dataset-slug[/version]'"),
+    (dict(dataset_sources=['me/data', 'me/data']), "dataset_sources: ['me/data'] listed more than once"),
+    (dict(kernel_sources=['me/abc']), "kernel_sources: ['me/abc'] not of the form"),
+    (dict(competition_sources=['owner/comp']), "competition_sources: ['owner/comp'] not of the form 'competition-slug'"),
+    (dict(model_sources=['me/model/pytorch/default']), "model_sources: ['me/model/pytorch/default'] not of the form"),
+    (dict(machine_shape='NvidiaK80'), "machine_shape 'NvidiaK80' is not a known accelerator"),
+    (dict(enable_gpu=False), "machine_shape 'NvidiaTeslaT4' is a GPU but enable_gpu is False"),
+    (dict(machine_shape='TpuV5E8'), "machine_shape 'TpuV5E8' is a TPU but enable_tpu is False"),
+    (dict(machine_shape=None), 'enable_gpu is true but machine_shape is not set'),
+    (dict(enable_internt=True), "unknown key(s) ['enable_internt']"),
+]
+
+@pytest.mark.parametrize('change,message', BAD, ids=[m[:40] for _, m in BAD])
+def test_metadata_errors_are_clear(change, message):
+    meta = {**good_meta(), **change}
+    with pytest.raises(vk.MetadataError) as e: vk.validate_metadata(meta, REPO)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize('key', ['enable_internet', 'enable_gpu', 'is_private', 'dataset_sources', 'kernel_sources', 'model_sources'])
+def test_metadata_switches_and_sources_must_be_explicit(key):
+    meta = {k: v for k, v in good_meta().items() if k != key}
+    with pytest.raises(vk.MetadataError, match=rf"missing key\(s\) \['{key}'\]"): vk.validate_metadata(meta, REPO)
+
+
+def test_metadata_reports_every_problem_at_once_and_accepts_good_variants(capsys):
+    meta = {**good_meta(), 'language': 'r', 'enable_internet': None, 'dataset_sources': ['x']}
+    with pytest.raises(vk.MetadataError) as e: vk.validate_metadata(meta, REPO)
+    assert str(e.value).count('\n  - ') == 3
+    ok = [dict(enable_internet=False), dict(enable_gpu=False, machine_shape=None),
+          dict(enable_gpu=False, enable_tpu=True, machine_shape='TpuV6E8'),
+          dict(dataset_sources=['me/frames', 'me/weights/3'], kernel_sources=['me/vqvae-kaggle-train', 'me/other-kernel/7'],
+               competition_sources=['some-competition'], model_sources=['me/model/pytorch/default/1'])]
+    for change in ok: vk.validate_metadata({**good_meta(), **change}, REPO)
+    vk.validate_metadata({**good_meta(), 'machine_shape': 'NvidiaTeslaP100'}, REPO)
+    assert 'retired' in capsys.readouterr().out
+
+
+def test_metadata_file_errors(tmp_path):
+    with pytest.raises(vk.MetadataError, match='kernel metadata not found'): vk.validate_metadata(tmp_path)
+    (tmp_path / 'kernel-metadata.json').write_text('{"id": ')
+    with pytest.raises(vk.MetadataError, match='is not valid JSON'): vk.validate_metadata(tmp_path)
+
+
+@pytest.mark.parametrize('title', ['vqvae-kaggle-train', 'VQ-VAE Kaggle: Train!', "Don't  stop -- me now", 'Café crème 2,000',
+                                   'a_b.c/d', '  --Leading and trailing--  ', 'UPPER 123 lower'])
+def test_slugify_agrees_with_the_kaggle_clients_slugify(title):
+    slugify = pytest.importorskip('slugify').slugify   # python-slugify, what the kaggle client uses
+    assert vk.slugify(title) == slugify(title)
+
+
+# -- the package at the pushed version ---------------------------------------------------------------------------------
+
+def test_pushed_wheel_installs_and_imports_the_exact_files(tmp_path):
+    staged = vk.stage_kernel(REPO, tmp_path / 'stage', {'PRESET': 'cpu'})
+    wheel_param = injected(json.loads((staged / 'train.ipynb').read_text()))['PACKAGE_WHEEL']
+    version = vk.package_version(REPO / 'vqvae_kaggle')
+    assert wheel_param['version'] == version and wheel_param['name'] == f'vqvae_kaggle-{version}-py3-none-any.whl'
+    wheel = tmp_path / wheel_param['name']
+    import base64, hashlib
+    wheel.write_bytes(base64.b64decode(wheel_param['b64']))
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == wheel_param['sha256']
+    assert not (staged / 'wheel').exists() and sorted(p.name for p in staged.iterdir()) == ['kernel-metadata.json', 'train.ipynb']
+    site = tmp_path / 'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--no-index', '--target', str(site), str(wheel)],
+                   check=True)
+    code = ('import sys; sys.path.insert(0, sys.argv[1]); from importlib.metadata import version; import vqvae_kaggle.kaggle as vk; '
+            'print(version("vqvae-kaggle")); print(vk.check_package(sys.argv[2]))')
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    out = subprocess.run([sys.executable, '-c', code, str(site), version], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [version, f'vqvae-kaggle {version} from {site / "vqvae_kaggle"}']
+    assert (site / 'bin' / 'vqvae-kaggle').is_file()                      # the console script came along
+
+
+def test_package_version_changes_with_any_file(tmp_path):
+    import shutil
+    pkg = tmp_path / 'vqvae_kaggle'
+    shutil.copytree(REPO / 'vqvae_kaggle', pkg, ignore=shutil.ignore_patterns('__pycache__'))
+    v1 = vk.package_version(pkg)
+    assert v1 == vk.package_version(REPO / 'vqvae_kaggle')
+    (pkg / 'cli.py').write_text((pkg / 'cli.py').read_text() + '\n# changed\n')
+    assert vk.package_version(pkg) != v1 and vk.package_version(pkg).split('+')[0] == v1.split('+')[0]
+
+
+def test_staging_leaves_the_repository_alone_and_injects_once(tmp_path):
+    before = (REPO / 'kernel' / 'train.ipynb').read_bytes(), (REPO / 'kernel-metadata.json').read_bytes()
+    staged = vk.stage_kernel(REPO, tmp_path / 'a', {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}, package=False)
+    assert ((REPO / 'kernel' / 'train.ipynb').read_bytes(), (REPO / 'kernel-metadata.json').read_bytes()) == before
+    nb = json.loads((staged / 'train.ipynb').read_text())
+    assert injected(nb) == {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}
+    again = vk.inject_parameters(nb, {'PRESET': 'default'})               # re-staging replaces the injected cell
+    assert len(again['cells']) == len(nb['cells']) and injected(again) == {'PRESET': 'default'}
+    with pytest.raises(ValueError, match='not a plain Python literal'): vk.inject_parameters(nb, {'PRESET': object()})
+
+
+# -- credentials and the real client, offline ------------------------------------------------------------------------
+
+def test_missing_credentials_are_reported_before_importing_kaggle(tmp_path):
+    code = ('import sys, vqvae_kaggle.kaggle as vk\ntry: vk.kaggle_client()\nexcept vk.KaggleCredentialsError as e: print("ERR", e)\n'
+            'print("imported" if "kaggle" in sys.modules else "not imported")')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('KAGGLE_')}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), KAGGLE_CONFIG_DIR=str(tmp_path / 'cfg'))
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.startswith('ERR no Kaggle credentials found. Create an API token') and 'kaggle.json' in out
+    assert out.rstrip().endswith('not imported')
+    assert not (tmp_path / 'cfg').exists()                                # nothing written either
+
+
+def test_find_credentials_knows_the_clients_sources(tmp_path):
+    assert vk.find_credentials({}, tmp_path) is None
+    assert vk.find_credentials({'KAGGLE_API_TOKEN': 't'}, tmp_path) == 'KAGGLE_API_TOKEN'
+    assert vk.find_credentials({'KAGGLE_USERNAME': 'me'}, tmp_path) is None              # a key is needed too
+    (tmp_path / 'cfg').mkdir(); (tmp_path / 'cfg' / 'kaggle.json').write_text('{}')
+    assert vk.find_credentials({'KAGGLE_CONFIG_DIR': str(tmp_path / 'cfg')}, tmp_path) == str(tmp_path / 'cfg' / 'kaggle.json')
+    (tmp_path / '.config' / 'kaggle').mkdir(parents=True); (tmp_path / '.config' / 'kaggle' / 'kaggle.json').write_text('{}')
+    assert vk.find_credentials({}, tmp_path) == str(tmp_path / '.config' / 'kaggle' / 'kaggle.json')
+
+
+def test_real_client_without_network_gives_a_clear_error(monkeypatch):
+    "The real KaggleApi, authenticated with (made-up) legacy credentials: its first request fails clearly, never with a raw traceback."
+    monkeypatch.setenv('KAGGLE_USERNAME', 'someone'); monkeypatch.setenv('KAGGLE_KEY', '0' * 32)
+    client = vk.kaggle_client()
+    assert type(client).__name__ == 'KaggleApi'
+    with pytest.raises(vk.KaggleError) as e: vk.kernel_status(client, 'someone/vqvae-kaggle-train')
+    if not vk.has_internet('www.kaggle.com'):
+        assert isinstance(e.value, vk.KaggleNetworkError) and 'cannot reach Kaggle' in str(e.value)
+
+
+@pytest.mark.parametrize('exc,cls,text', [
+    (requests.exceptions.ConnectionError('Max retries exceeded'), vk.KaggleNetworkError, 'cannot reach Kaggle'),
+    (requests.exceptions.ReadTimeout('timed out'), vk.KaggleNetworkError, 'cannot reach Kaggle'),
+    (http_error(429, 'Too Many Requests'), vk.KaggleQuotaError, 'quota or rate limits'),
+    (http_error(401, 'Unauthorized'), vk.KaggleCredentialsError, 'rejected the credentials'),
+    (http_error(403, 'Forbidden'), vk.KaggleError, 'permission denied'),
+    (ValueError('Cannot access kernel'), vk.KaggleError, 'Cannot access kernel'),
+    (SystemExit(1), vk.KaggleError, 'SystemExit'),
+])
+def test_client_failures_become_clear_errors(exc, cls, text):
+    def boom(*a, **k): raise exc
+    with pytest.raises(cls) as e: vk.api_call('reading the status', boom)
+    assert text in str(e.value) and str(e.value).startswith('reading the status')
+
+
+# -- push / status / output ------------------------------------------------------------------------------------------
+
+def test_push_validates_stages_pushes_and_reports_the_url(tmp_path):
+    fake, lines = FakeKaggle(), []
+    r = vk.push_kernel(REPO, fake, {'PRESET': 'cpu'}, accelerator='NvidiaL4', timeout_seconds=3600, stage_dir=tmp_path / 's', log=lines.append)
+    assert (r.kernel, r.version, r.url) == (KID, 1, f'https://www.kaggle.com/code/{KID}?scriptVersionId=1001')
+    assert lines[-1] == f'pushed {KID} version 1: {r.url}'
+    p = fake.pushes[0]
+    assert (p['acc'], p['timeout'], p['meta']['code_file']) == ('NvidiaL4', 3600, 'train.ipynb')
+    assert injected(p['nb'])['PRESET'] == 'cpu' and 'PACKAGE_WHEEL' in injected(p['nb'])
+
+
+def test_push_with_another_id_and_invalid_sources_reported(tmp_path, monkeypatch):
+    fake, lines = FakeKaggle(), []
+    meta = {**good_meta(), 'dataset_sources': ['ghost/dataset']}
+    (tmp_path / 'kernel').mkdir(); (tmp_path / 'kernel' / 'train.ipynb').write_bytes((REPO / 'kernel' / 'train.ipynb').read_bytes())
+    (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
+    r = vk.push_kernel(tmp_path, fake, kernel_id='me/my-tokenizer', package=False, stage_dir=tmp_path / 's', log=lines.append)
+    assert r.kernel == 'me/my-tokenizer' and fake.pushes[0]['meta']['title'] == 'my-tokenizer'
+    assert r.invalid_sources == {'dataset': ['ghost/dataset']} and "did not accept these dataset sources: ['ghost/dataset']" in lines[0]
+
+
+def test_push_errors(tmp_path):
+    rejected = FakeKaggle(reject=lambda m: 'Maximum kernel size exceeded')
+    with pytest.raises(vk.KaggleError, match=f'Kaggle rejected the push of {KID}: Maximum kernel size exceeded'):
+        vk.push_kernel(REPO, rejected, package=False, stage_dir=tmp_path / 'a', log=quiet)
+    with pytest.raises(vk.KaggleQuotaError, match='GPU quota'):
+        vk.push_kernel(REPO, FakeKaggle(reject=lambda m: 'You have exceeded your weekly GPU quota'), package=False,
+                       stage_dir=tmp_path / 'b', log=quiet)
+    offline = FakeKaggle(raises={'kernels_push': [requests.exceptions.ConnectionError('Failed to resolve www.kaggle.com')]})
+    with pytest.raises(vk.KaggleNetworkError, match=f'pushing {KID}: cannot reach Kaggle'):
+        vk.push_kernel(REPO, offline, package=False, stage_dir=tmp_path / 'c', log=quiet)
+    with pytest.raises(vk.MetadataError, match="accelerator 'GTX1080'"):
+        vk.push_kernel(REPO, FakeKaggle(), accelerator='GTX1080', package=False, stage_dir=tmp_path / 'd', log=quiet)
+    bad = tmp_path / 'bad'; (bad / 'kernel').mkdir(parents=True)
+    (bad / 'kernel-metadata.json').write_text(json.dumps({**good_meta(), 'enable_internet': 'yes'}))
+    fake = FakeKaggle()
+    with pytest.raises(vk.MetadataError, match='enable_internet must be true or false'):
+        vk.push_kernel(bad, fake, package=False, stage_dir=tmp_path / 'e', log=quiet)
+    assert fake.calls == []                                               # validated before any call to Kaggle
+
+
+def test_status_output_and_log_tail(tmp_path):
+    fake = FakeKaggle(statuses={1: ['RUNNING', 'ERROR']})
+    vk.push_kernel(REPO, fake, package=False, stage_dir=tmp_path / 's', log=quiet)
+    assert vk.kernel_status(fake, KID) == vk.KernelStatus(KID, 'RUNNING', None)
+    assert vk.kernel_status(fake, f'{KID}/1') == vk.KernelStatus(f'{KID}/1', 'ERROR', 'Notebook failed: exit code 1')
+    plain = types.SimpleNamespace(kernels_status=lambda k: {'status': 'KernelWorkerStatus.COMPLETE', 'failureMessage': ''})
+    assert vk.kernel_status(plain, KID).status == 'COMPLETE'
+    files = vk.download_output(fake, f'{KID}/1', tmp_path / 'out', pattern=r'summary\.json$')
+    assert [f.name for f in files] == ['summary.json', 'vqvae-kaggle-train.log']
+    assert fake.calls[-1] == ('kernels_output', (f'{KID}/1', r'summary\.json$'))
+    tail = vk.log_tail(files[1].read_text(), 3)
+    assert tail == 'step 48\nstep 49\nSTOPPED: LPIPS (alex) needs alexnet-owt-7be5be79.pth'
+    assert vk.log_tail('a\nb\nc\n', 2) == 'b\nc'                          # plain-text logs too
+    old_client = types.SimpleNamespace(kernels_output=lambda *a, **k: [str(files[0])])   # older clients return a list
+    assert vk.download_output(old_client, KID, tmp_path / 'o2') == [files[0]]
+
+
+def test_wait_tolerates_network_hiccups_but_not_an_outage_or_forever():
+    naps = []
+    hiccup = FakeKaggle(statuses={1: ['RUNNING', 'COMPLETE']},
+                        raises={'kernels_status': [requests.exceptions.ConnectionError('reset')] * 2})
+    hiccup.pushes.append({}); hiccup._left[1] = ['RUNNING', 'COMPLETE']
+    assert vk.wait_for_kernel(hiccup, f'{KID}/1', 30, sleep=naps.append, log=quiet).status == 'COMPLETE'
+    assert naps == [30, 30, 30]
+    outage = FakeKaggle(raises={'kernels_status': [requests.exceptions.ConnectionError('down')] * 10})
+    with pytest.raises(vk.KaggleNetworkError): vk.wait_for_kernel(outage, KID, 30, sleep=quiet, log=quiet, network_retries=3)
+    stuck = FakeKaggle(); stuck.pushes.append({}); stuck._left[1] = ['RUNNING']
+    t = iter(range(0, 10**6, 3600))
+    with pytest.raises(vk.KaggleError, match=f'{KID}/1 is still RUNNING after 13.0 h'):
+        vk.wait_for_kernel(stuck, f'{KID}/1', 60, sleep=quiet, clock=lambda: next(t), log=quiet)
+
+
+# -- chain -----------------------------------------------------------------------------------------------------------
+
+def test_chain_runs_sessions_each_continuing_from_the_last(tmp_path):
+    fake, lines, naps = FakeKaggle(quota=[(0, 30), (12, 30), (24, 30)]), [], []
+    out = vk.chain(3, REPO, fake, {'PRESET': 'default'}, sleep=naps.append, work_dir=tmp_path, log=lines.append)
+    assert [(r['version'], r['status'], r['summary']['step']) for r in out] == [(1, 'COMPLETE', 1000), (2, 'COMPLETE', 2000), (3, 'COMPLETE', 3000)]
+    assert len(naps) == 6                                                 # QUEUED, RUNNING: two polls per session
+    params = [injected(p['nb']) for p in fake.pushes]
+    assert 'PREVIOUS_OUTPUT' not in params[0] and 'REQUIRE_PREVIOUS' not in params[0]
+    assert [(p['PREVIOUS_OUTPUT'], p['REQUIRE_PREVIOUS']) for p in params[1:]] == [(f'{KID}/versions/1', True), (f'{KID}/versions/2', True)]
+    assert all(p['PRESET'] == 'default' for p in params)
+    assert [p['meta']['kernel_sources'] for p in fake.pushes] == [[], [KID], [KID]]
+    assert [c[1][0] for c in fake.calls if c[0] == 'kernels_status'][:3] == [f'{KID}/1'] * 3   # the pushed version is watched
+    assert 'session 3/3 complete: stopped (deadline) at epoch 9, step 3000, val PSNR 28.00 dB' in lines[-1]
+    assert sum('GPU quota: ' in l for l in lines) == 3
+
+
+def test_chain_continue_from_and_without_self_source(tmp_path):
+    fake = FakeKaggle()
+    vk.chain(2, REPO, fake, continue_from=f'{KID}/versions/7', attach_self=False, sleep=quiet, work_dir=tmp_path, log=quiet)
+    assert [injected(p['nb'])['PREVIOUS_OUTPUT'] for p in fake.pushes] == [f'{KID}/versions/7', f'{KID}/versions/1']
+    assert [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
+
+
+def test_chain_stops_at_a_failed_session_with_its_message_and_log(tmp_path):
+    fake = FakeKaggle(statuses={2: ['RUNNING', 'ERROR']})
+    with pytest.raises(vk.KernelFailed) as e:
+        vk.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+    err = e.value
+    assert (err.status, err.failure_message) == ('ERROR', 'Notebook failed: exit code 1')
+    assert err.log_tail.splitlines()[-1] == 'STOPPED: LPIPS (alex) needs alexnet-owt-7be5be79.pth'
+    assert f'session 2/3 ({KID}/2) ended with ERROR: Notebook failed: exit code 1' in str(err) and 'step 49' in str(err)
+    assert len(fake.pushes) == 2                                          # nothing pushed after the failure
+    cancelled = FakeKaggle(statuses={1: ['RUNNING', 'CANCEL_ACKNOWLEDGED']}, summary=False)
+    with pytest.raises(vk.KernelFailed, match='ended with CANCEL_ACKNOWLEDGED: no failure message'):
+        vk.chain(2, REPO, cancelled, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
+
+
+def test_chain_stops_when_the_quota_is_exhausted(tmp_path):
+    fake = FakeKaggle(quota=[(20, 30), (29.9, 30)])
+    with pytest.raises(vk.KaggleQuotaError, match=r'GPU quota exhausted: 0\.10 h left of 30 h this week.*Nothing was pushed'):
+        vk.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+    assert len(fake.pushes) == 1
+    at_push = FakeKaggle(reject=lambda m: 'GPU quota exceeded' if m['kernel_sources'] else None)
+    with pytest.raises(vk.KaggleQuotaError):                              # a quota refusal is not retried
+        vk.chain(2, REPO, at_push, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
+    assert len(at_push.pushes) == 1
+
+
+def test_chain_falls_back_to_kagglehub_when_self_source_is_refused(tmp_path):
+    lines = []
+    fake = FakeKaggle(reject=lambda m: f"Invalid kernel source {m['id']}" if m['id'] in m['kernel_sources'] else None)
+    out = vk.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
+    assert len(out) == 2 and [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
+    assert injected(fake.pushes[1]['nb'])['PREVIOUS_OUTPUT'] == f'{KID}/versions/1'
+    assert any('pushing again without it (kagglehub fetches the output)' in l for l in lines)
+
+
+def test_chain_without_network_or_credentials(tmp_path, monkeypatch):
+    offline = FakeKaggle(raises={'kernels_push': [requests.exceptions.ConnectionError('no route to host')]})
+    with pytest.raises(vk.KaggleNetworkError): vk.chain(2, REPO, offline, sleep=quiet, work_dir=tmp_path, log=quiet)
+    for k in ('KAGGLE_USERNAME', 'KAGGLE_KEY', 'KAGGLE_API_TOKEN'): monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    with pytest.raises(vk.KaggleCredentialsError, match='no Kaggle credentials found'):
+        vk.chain(1, REPO, None, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
+    with pytest.raises(ValueError, match='at least one session'): vk.chain(0, REPO, FakeKaggle())
+
+
+# -- the `kernel` command ------------------------------------------------------------------------------------------------
+
+def cli(argv, client=None, capsys=None):
+    parser = argparse.ArgumentParser(prog='vqvae-kaggle')
+    vk.add_kernel_parser(parser.add_subparsers(dest='command', required=True))
+    lines = []
+    rc = vk.run_kernel_command(parser.parse_args(argv), client, log=lines.append, sleep=quiet)
+    return rc, lines
+
+
+def test_cli_commands(tmp_path, capsys):
+    folder = ['--folder', str(REPO)]
+    assert cli(['kernel', 'validate', *folder])[0] == 0
+    fake = FakeKaggle()
+    rc, lines = cli(['kernel', 'push', *folder, '--preset', 'cpu', '--set', 'optim.lr=3e-4', '--lpips-weight', '0',
+                     '--budget-minutes', '60', '--no-lpips-download', '--continue'], fake)
+    assert rc == 0 and lines[-1].startswith(f'pushed {KID} version 1: https://www.kaggle.com/code/{KID}')
+    assert {k: v for k, v in injected(fake.pushes[0]['nb']).items() if k != 'PACKAGE_WHEEL'} == dict(
+        PRESET='cpu', LPIPS_WEIGHT=0.0, BUDGET_MINUTES=60.0, OVERRIDES=['optim.lr=3e-4'], LPIPS_DOWNLOAD=False,
+        PREVIOUS_OUTPUT=KID, REQUIRE_PREVIOUS=True)
+    assert cli(['kernel', 'status', *folder], fake) == (0, [f'{KID}: QUEUED'])
+    rc, lines = cli(['kernel', 'output', f'{KID}/1', '--path', str(tmp_path / 'out')], fake)
+    assert rc == 0 and lines == [f'2 file(s) of {KID}/1 in {tmp_path / "out"}'] and (tmp_path / 'out' / 'cpu' / 'summary.json').is_file()
+    rc, lines = cli(['kernel', 'chain', '2', *folder, '--poll-seconds', '0'], FakeKaggle())
+    assert rc == 0 and lines[-1].startswith('session 2/2 complete')
+
+
+def test_cli_errors_exit_nonzero_with_one_clear_message(tmp_path, capsys, monkeypatch):
+    failed = FakeKaggle(statuses={1: ['RUNNING', 'ERROR']})
+    assert cli(['kernel', 'chain', '2', '--folder', str(REPO)], failed)[0] == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: session 1/2 ({KID}/1) ended with ERROR: Notebook failed: exit code 1') and 'STOPPED: LPIPS' in err
+    assert cli(['kernel', 'status', '--folder', str(REPO)], failed)[0] == 1          # reports a failed version
+    assert cli(['kernel', 'push', '--folder', str(tmp_path)], FakeKaggle())[0] == 2
+    assert 'error: kernel metadata not found' in capsys.readouterr().err
+    for k in ('KAGGLE_USERNAME', 'KAGGLE_KEY', 'KAGGLE_API_TOKEN'): monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    assert cli(['kernel', 'status', 'me/some-kernel'])[0] == 2
+    assert capsys.readouterr().err.startswith('error: no Kaggle credentials found')
+    quota = FakeKaggle(quota=[(30, 30)])
+    assert cli(['kernel', 'chain', '1', '--folder', str(REPO)], quota)[0] == 2
+    assert 'error: GPU quota exhausted' in capsys.readouterr().err
+
+
+def test_kernel_command_plugs_into_the_projects_cli():
+    "`add_kernel_parser` on the subparsers of `cli.build_parser()`: no clash with the other commands, and it runs."
+    from vqvae_kaggle import cli
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    wired = 'kernel' in sub.choices                                      # once the lead wires it into cli.py
+    if not wired: vk.add_kernel_parser(sub)
+    assert {'train', 'eval', 'kernel'} <= set(sub.choices)
+    args = parser.parse_args(['kernel', 'validate', '--folder', str(REPO)])
+    assert args.command == 'kernel' and vk.run_kernel_command(args, log=quiet) == 0
+    if wired: assert cli.main(['kernel', 'validate', '--folder', str(REPO)]) == 0
