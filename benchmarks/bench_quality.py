@@ -43,9 +43,10 @@ RUN_SETTINGS = ['run.wandb=disabled', 'run.val_frames=64', 'run.sample_frames=4'
                 'run.keep_checkpoints=1']
 
 
-def bench_configs(budget_minutes: float, device: str, seed_batch: int, lpips_ok: bool) -> dict[str, tuple[Config, str]]:
-    "{name: (config, note)} for (a), (b), (c), all on (a)'s data and run settings."
-    ours = apply_overrides(get_preset('cpu'), RUN_SETTINGS + [f'run.budget_minutes={budget_minutes}', f'run.device={device}'])
+def bench_configs(budget_minutes: float, device: str, seed_batch: int, lpips_ok: bool,
+                  overrides: list[str] = ()) -> dict[str, tuple[Config, str]]:
+    "{name: (config, note)} for (a) (the cpu preset + `overrides`), (b), (c), all on (a)'s data and run settings."
+    ours = apply_overrides(get_preset('cpu'), [*overrides, *RUN_SETTINGS, f'run.budget_minutes={budget_minutes}', f'run.device={device}'])
     seed = get_preset('v2.1.0')
     notes = [f'batch {seed.optim.batch_size} -> {seed_batch} for the CPU']
     loss = seed.loss
@@ -54,7 +55,7 @@ def bench_configs(budget_minutes: float, device: str, seed_batch: int, lpips_ok:
         notes.append('LPIPS 0.3 (+0.05/5 epochs) dropped: its weights are unavailable here')
     seed = replace(seed, name='seed-v2.1.0', data=ours.data, run=ours.run, loss=loss,
                    optim=replace(seed.optim, batch_size=seed_batch))
-    return {'ours (cpu preset)': (ours, ''),
+    return {'ours (cpu preset)': (ours, 'cpu preset with ' + ', '.join(overrides) if overrides else ''),
             'seed v2.1.0': (seed, '; '.join(notes)),
             'vector-quantize-pytorch': (replace(ours, name='vqtorch'), 'VectorQuantize(kmeans_init=True, '
                                         'threshold_ema_dead_code=2, codebook_dim=32) in (a)\'s encoder/decoder')}
@@ -88,13 +89,15 @@ def main(argv=None) -> int:
     p.add_argument('--eval-frames', type=int, default=None, help='held-out frames evaluated (default: all)')
     p.add_argument('--sample-frames', type=int, default=8, help='frames in the grids')
     p.add_argument('--only', default='a,b,c', help='which models to run, e.g. a,c')
+    p.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE',
+                   help="override the cpu preset for (a); (c) shares (a)'s encoder/decoder and optimiser settings")
     args = p.parse_args(argv)
 
     out = Path(args.out)
     device = resolve_device(args.device)
     lp = lpips_metric(True, device)
     print(f'LPIPS: {lp[1]}', flush=True)
-    configs = bench_configs(args.budget_minutes, str(device), args.seed_batch, lp[0] is not None)
+    configs = bench_configs(args.budget_minutes, str(device), args.seed_batch, lp[0] is not None, args.set)
     keys = dict(zip('abc', configs))
     chosen = [keys[k.strip()] for k in args.only.split(',') if k.strip()]
     ref_cfg = configs[chosen[0]][0]
