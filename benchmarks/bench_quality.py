@@ -48,12 +48,15 @@ def bench_configs(budget_minutes: float, device: str, seed_batch: int, lpips_ok:
     "{name: (config, note)} for (a) (the cpu preset + `overrides`), (b), (c), all on (a)'s data and run settings."
     ours = apply_overrides(get_preset('cpu'), [*overrides, *RUN_SETTINGS, f'run.budget_minutes={budget_minutes}', f'run.device={device}'])
     seed = get_preset('v2.1.0')
+    seed_batch = seed_batch or ours.optim.batch_size
     notes = [f'batch {seed.optim.batch_size} -> {seed_batch} for the CPU']
     loss = seed.loss
     if not lpips_ok:
         loss = replace(loss, lpips=0.0, lpips_step=0.0)
         notes.append('LPIPS 0.3 (+0.05/5 epochs) dropped: its weights are unavailable here')
-    seed = replace(seed, name='seed-v2.1.0', data=ours.data, run=ours.run, loss=loss,
+    # the seed had no collapse remedy: the trainer's (a dead-code restart when usage falls under 5%) is switched off
+    notes.append("the trainer's collapse remedy switched off (run.collapse_min_usage=0), as in the seed")
+    seed = replace(seed, name='seed-v2.1.0', data=ours.data, run=replace(ours.run, collapse_min_usage=0.0), loss=loss,
                    optim=replace(seed.optim, batch_size=seed_batch))
     return {'ours (cpu preset)': (ours, 'cpu preset with ' + ', '.join(overrides) if overrides else ''),
             'seed v2.1.0': (seed, '; '.join(notes)),
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
     p.add_argument('--budget-minutes', type=float, default=10.0, help='training budget per model (default 10)')
     p.add_argument('--out', default='runs/bench-quality', help='output folder')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', ...")
-    p.add_argument('--seed-batch', type=int, default=16, help='batch size of the seed v2.1.0 model (its log used 256)')
+    p.add_argument('--seed-batch', type=int, default=None, help="batch size of the seed v2.1.0 model (default: (a)'s; its log used 256)")
     p.add_argument('--eval-frames', type=int, default=None, help='held-out frames evaluated (default: all)')
     p.add_argument('--sample-frames', type=int, default=8, help='frames in the grids')
     p.add_argument('--only', default='a,b,c', help='which models to run, e.g. a,c')
