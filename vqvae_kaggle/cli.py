@@ -13,7 +13,7 @@ from .config import (Config, ConfigError, PRESETS, get_preset, load_config, appl
                                  config_from_dict)
 from .frames import FrameError
 from .checkpoint import CheckpointError
-from .evaluate import run_eval, load_tokenizer, resolve_device
+from .evaluate import run_eval, run_eval_many, eval_summary, load_tokenizer, resolve_device
 from .data import source_frames
 from .model import encode_frames
 from .losses import LPIPSUnavailable
@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--gpus', default='1', help="processes, one per GPU: 'auto' = every visible GPU; more than 1 relaunches "
                    "under torchrun (on a CPU-only machine: that many gloo processes)")
 
-    e = sub.add_parser('eval', help='metrics + reconstruction grids of a checkpoint')
-    e.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file or a run folder')
+    e = sub.add_parser('eval', help='metrics + reconstruction grids of a checkpoint, or a comparison of several')
+    e.add_argument('--checkpoint', required=True, action='append', help='a ckpt-*.pt file or a run folder; repeat to compare')
+    e.add_argument('--name', action='append', help='a name per checkpoint in the comparison (repeatable)')
+    e.add_argument('--no-lpips', action='store_true', help='skip LPIPS (otherwise reported when its weights are available)')
     e.add_argument('--data', action='append', help="'val' (the run's held-out split, default) or a .npy/.npz frame array; repeatable")
     e.add_argument('--out', help='output folder (default: <run>/eval)')
     e.add_argument('--max-frames', type=int)
@@ -130,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"outputs in {summary['out_dir']}: checkpoint {summary['checkpoint']}, metrics {summary['out_dir']}/metrics.jsonl, "
                   f"samples {summary['out_dir']}/samples/")
         elif args.command == 'eval':
-            r = run_eval(args.checkpoint, args.data, args.out, args.max_frames, args.device)
-            for name, m in r['sources'].items():
-                print(f"{name}: {m['frames']} frames, PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, usage {m['usage']:.1%}, "
-                      f"perplexity {m['perplexity']:.0f}, grid {m['grid']}")
-            print(f"metrics: {r['json']}")
+            if len(args.checkpoint) == 1:
+                r = run_eval(args.checkpoint[0], args.data, args.out, args.max_frames, args.device, lpips=not args.no_lpips)
+                print(eval_summary(r)); print(f"metrics: {r['json']}")
+            else:
+                s = run_eval_many(args.checkpoint, args.data, args.out, args.max_frames, args.device, lpips=not args.no_lpips,
+                                  names=args.name)
+                print(Path(s['markdown']).read_text())
         elif args.command == 'tokenize': tokenize(args.checkpoint, args.data, args.out, args.device, args.batch_size)
         elif args.command == 'presets': print(presets_table())
         elif args.command == 'config': print(json.dumps(config_to_dict(apply_overrides(get_preset(args.preset), args.set or [])), indent=2))

@@ -31,9 +31,10 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/03_model.ipynb #5a8751e5
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    "GroupNorm with up to 32 groups that divide `channels`, or identity."
+    """GroupNorm with the most groups (up to 32) that divide `channels` and keep at least 4 channels per group, or identity.
+    (One channel per group would be InstanceNorm, which erases each image's mean colour: uniform frames come out grey.)"""
     if kind == 'none': return nn.Identity()
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 4 or g == 1)
     return nn.GroupNorm(groups, channels, eps=1e-6)
 
 def act_layer(kind: str) -> nn.Module: return nn.SiLU() if kind == 'silu' else nn.ReLU()
