@@ -71,6 +71,14 @@ class Tracker:
         if self.run is not None: self.run.finish(); self.run = None
 
 def read_metrics(path) -> list[dict]:
-    "Rows of a metrics.jsonl file (alerts included)."
+    "The rows of a metrics.jsonl file, alerts included (blank lines skipped; a bad line is an error naming file and line)."
     path = Path(path)
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    if not path.is_file(): raise FileNotFoundError(f'metrics log not found: {path}')
+    records = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip(): continue
+        try: rec = json.loads(line)
+        except json.JSONDecodeError as e: raise ValueError(f'{path}:{i}: not valid JSON ({e.msg}): {line[:80]!r}') from None
+        if not isinstance(rec, dict): raise ValueError(f'{path}:{i}: expected a JSON object, got {type(rec).__name__}')
+        records.append(rec)
+    return records

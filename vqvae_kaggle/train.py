@@ -15,7 +15,7 @@ from .config import Config, config_to_dict, config_from_dict, save_config, get_p
 from .data import load_splits, BatchLoader
 from .model import build_tokenizer, to_model_input, count_parameters
 from .losses import TokenizerLoss, lpips_weight
-from .evaluate import evaluate, write_samples
+from .evaluate import evaluate, write_samples, sample_indices
 from .distributed import init_distributed, close_distributed, all_sum, barrier
 from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import save_checkpoint, load_latest, load_checkpoint, CheckpointError
@@ -144,9 +144,6 @@ def config_differences(old: dict, new: dict) -> tuple[list[str], list[str]]:
 class TrainingError(RuntimeError):
     "A run that cannot start or continue."
 
-def _evenly_spaced(n_total: int, n: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n_total - 1, num=min(n, n_total)).round().astype(int))
-
 class Trainer:
     def __init__(self, cfg: Config, out_dir=None, resume: bool = True, resume_dirs=(), fresh: bool = False,
                  budget_margin_seconds: float = 0.0, progress: bool = True, splits=None, lpips_model=None, model=None,
@@ -185,9 +182,9 @@ class Trainer:
         self.loss_fn = TokenizerLoss(cfg.loss, self.device, lpips_model)  # builds (and self-tests) LPIPS now if requested
         self.epoch, self.step, self.step_in_epoch, self.health = 0, 0, 0, Health()
         self.wandb_run_id, self.resumed_from, self.rolled_back = None, None, False
-        self.sample_idx = {'train': _evenly_spaced(len(self.train_set), cfg.run.sample_frames),
-                           'val': _evenly_spaced(len(self.val_set), cfg.run.sample_frames)}
-        self.val_idx = _evenly_spaced(len(self.val_set), cfg.run.val_frames)
+        self.sample_idx = {'train': sample_indices(len(self.train_set), cfg.run.sample_frames),
+                           'val': sample_indices(len(self.val_set), cfg.run.sample_frames)}
+        self.val_idx = sample_indices(len(self.val_set), cfg.run.val_frames)
         if fresh and self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir()):
             raise TrainingError(f'--fresh was asked but {self.ckpt_dir} already holds checkpoints: '
                                 'choose another output folder (nothing is deleted)')

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from .metrics import probe_frames
+from .tracking import read_metrics
 
 # %% auto #0
 __all__ = ['to_uint8_images', 'tile_rows', 'sample_grid', 'add_title', 'save_grid', 'figure_to_array', 'show_image',
-           'compare_grid', 'probe_grid', 'read_metrics', 'metric_keys', 'save_figure', 'plot_metrics', 'sample_grids',
-           'browse_grids']
+           'compare_grid', 'probe_grid', 'metric_keys', 'save_figure', 'plot_metrics', 'sample_grids', 'browse_grids']
 
 # %% ../nbs/09_viz.ipynb #67f7eb1c
 def to_uint8_images(x, name: str = 'images') -> np.ndarray:
@@ -189,19 +189,6 @@ def probe_grid(reconstruct, width: int, height: int, nrow: int | None = 5, scale
 
 # %% ../nbs/09_viz.ipynb #68341244
 _AXIS_KEYS = ('step', 'epoch', 'split')
-
-def read_metrics(path) -> list[dict]:
-    "The records of a JSON-lines metrics log (blank lines skipped)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'metrics log not found: {path}')
-    records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip(): continue
-        try: rec = json.loads(line)
-        except json.JSONDecodeError as e: raise ValueError(f'{path}:{i}: not valid JSON ({e.msg}): {line[:80]!r}') from None
-        if not isinstance(rec, dict): raise ValueError(f'{path}:{i}: expected a JSON object, got {type(rec).__name__}')
-        records.append(rec)
-    return records
 
 def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
 
