@@ -16,13 +16,17 @@ __all__ = ['SECTIONS', 'PRESETS', 'DataConfig', 'ModelConfig', 'QuantizerConfig'
 # %% ../nbs/00_config.ipynb #7f6e628f
 @dataclass
 class DataConfig:
-    source: str = 'crafter'          # 'crafter', a .npy/.npz frame array, a video/image folder, or 'kaggle:owner/dataset'
+    source: str = 'minecraft'        # 'minecraft' or 'crafter' (rendered here), a .npy/.npz frame array, a video/image folder, or 'kaggle:owner/dataset'
+    fallback_source: str | None = 'crafter'  # used, with one loud line, when 'minecraft' cannot render on this machine (None: stop instead)
     val_source: str | None = None    # optional separate held-out source; else split `source` by episode/world
     width: int = 128                 # frame size fed to the model (pixels)
     height: int = 72
+    minecraft_train_worlds: int = 16 # Minecraft worlds rendered for training ...
+    minecraft_val_worlds: int = 4    # ... and disjoint worlds for validation
+    render_scale: int = 2            # Minecraft renders at this multiple of width x height, then box-filters down (antialiasing)
     crafter_train_seeds: int = 16    # Crafter worlds rendered for training ...
     crafter_val_seeds: int = 4       # ... and disjoint worlds for validation
-    frames_per_episode: int = 160    # frames kept per Crafter episode
+    frames_per_episode: int = 160    # frames kept per rendered (Minecraft or Crafter) episode
     skip_first: int = 20             # frames skipped at the start of each episode/video (the seed skipped 20)
     frame_gap: int = 2               # keep every k-th frame (the seed kept every other frame)
     val_fraction: float = 0.15       # share of episodes/videos held out when no val_source is given
@@ -32,6 +36,9 @@ class DataConfig:
     layout: str = 'auto'             # how a source is read: 'auto', 'minerl', 'gamefactory' (max_frames = frames drawn), 'images', 'array'
     workers: int | None = None       # extraction worker processes (None: one per CPU core; 1: in this process)
     skip_bad: bool = False           # skip unreadable videos/images (counted in the manifest and log) instead of stopping
+    aug_scale: float = 0.0           # training augmentation: random crops of (1 - aug_scale)..1 of each side, resized back
+    aug_blur: float = 0.0            # ... blur (negative) or sharpen (positive) by up to this strength
+    aug_color: float = 0.0           # ... brightness, contrast and saturation jitter by up to this much
 
 # %% ../nbs/00_config.ipynb #67262579
 @dataclass
@@ -212,6 +219,14 @@ def validate(cfg: Config) -> Config:
         (cfg.loss.lpips >= 0 and cfg.loss.lpips_step >= 0, 'loss.lpips and loss.lpips_step must be >= 0'),
         (cfg.run.wandb in ('auto', 'online', 'offline', 'disabled'), f"run.wandb must be auto/online/offline/disabled, got {cfg.run.wandb!r}"),
         (0 <= d.val_fraction < 1, 'data.val_fraction must be in [0, 1)'),
+        (d.render_scale >= 1, f'data.render_scale must be at least 1, got {d.render_scale}'),
+        (0 <= d.aug_scale <= 0.9, f'data.aug_scale must be in [0, 0.9], got {d.aug_scale}'),
+        (0 <= d.aug_blur <= 2, f'data.aug_blur must be in [0, 2], got {d.aug_blur}'),
+        (0 <= d.aug_color <= 0.9, f'data.aug_color must be in [0, 0.9], got {d.aug_color}'),
+        (d.render_scale >= 1, f'data.render_scale must be at least 1, got {d.render_scale}'),
+        (0 <= d.aug_scale <= 0.9, f'data.aug_scale must be in [0, 0.9], got {d.aug_scale}'),
+        (0 <= d.aug_blur <= 2, f'data.aug_blur must be in [0, 2], got {d.aug_blur}'),
+        (0 <= d.aug_color <= 0.9, f'data.aug_color must be in [0, 0.9], got {d.aug_color}'),
     ]
     for ok, msg in checks:
         if not ok: raise ConfigError(msg)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, config_to_dict, config_from_dict, save_config, get_preset, apply_overrides
 from .data import load_splits, BatchLoader
+from .augment import augment_batch, augmenting
 from .model import build_tokenizer, to_model_input, count_parameters
 from .losses import TokenizerLoss, lpips_weight
 from .evaluate import evaluate, write_samples, sample_indices
@@ -252,6 +253,8 @@ class Trainer:
         cfg = self.cfg
         for g in self.optimizer.param_groups: g['lr'] = lr_at(self.step, cfg.optim.lr, cfg.optim.warmup_steps) * self.health.lr_scale
         x = to_model_input(batch)
+        # seeded by the global step and rank: a resumed run sees the same augmented frames as an uninterrupted one
+        if augmenting(cfg.data): x = augment_batch(x, cfg.data, cfg.run.seed, self.step, self.dist.rank)
         with self.precision.autocast(self.device):
             x_hat, aux = self.net(x)
         loss, parts = self.loss_fn(x, x_hat, aux, self.epoch)  # in float32: the loss never underflows in fp16
