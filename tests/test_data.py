@@ -14,7 +14,7 @@ from vqvae_kaggle.data import BatchLoader, load_splits, load_cache_entry
 
 
 def crafter_cfg(tmp_path, **kw):
-    d = dict(crafter_train_seeds=2, crafter_val_seeds=2, frames_per_episode=5, skip_first=3, frame_gap=2,
+    d = dict(source='crafter', crafter_train_seeds=2, crafter_val_seeds=2, frames_per_episode=5, skip_first=3, frame_gap=2,
              cache_dir=str(tmp_path / 'cache'), workers=2)
     d.update(kw)
     return Config(data=DataConfig(**d))

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser('train', help='train a tokenizer (continues from the newest checkpoint in --out)')
     t.add_argument('--preset', default='cpu', choices=list(PRESETS), help='named configuration (default: cpu)')
     t.add_argument('--config', help='JSON config file applied on top of the preset')
-    t.add_argument('--data', help="frame source: 'crafter' (default), a .npy/.npz frame array, a folder, or kaggle:owner/dataset")
+    t.add_argument('--data', help="frame source: 'minecraft' (default: rendered here), 'crafter', a .npy/.npz frame array, a folder, or kaggle:owner/dataset")
     t.add_argument('--val-data', help='separate held-out frame source')
     t.add_argument('--budget-minutes', type=float, help='wall-clock training budget for this session')
     t.add_argument('--out', help='output folder (default: the preset run.out_dir)')
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--checkpoint', required=True, action='append', help='a ckpt-*.pt file or a run folder; repeat to compare')
     e.add_argument('--name', action='append', help='a name per checkpoint in the comparison (repeatable)')
     e.add_argument('--no-lpips', action='store_true', help='skip LPIPS (otherwise reported when its weights are available)')
-    e.add_argument('--data', action='append', help="'val' (the run's held-out split, default) or a .npy/.npz frame array; repeatable")
+    e.add_argument('--data', action='append', help="'val' (the run's held-out split, default), 'val-alt' (its worlds rendered at another scale and filter: "
+                                                       "Minecraft and Crafter), or any frame source; repeatable")
     e.add_argument('--out', help='output folder (default: <run>/eval)')
     e.add_argument('--max-frames', type=int)
     e.add_argument('--device', default='auto')

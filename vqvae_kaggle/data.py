@@ -6,6 +6,7 @@
 from __future__ import annotations
 import hashlib, io, json, logging, math, multiprocessing, os, shutil, time, uuid, warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,11 +14,13 @@ from tqdm.auto import tqdm
 from .config import Config, DataConfig
 from . import frames as _frames
 from .frames import FrameSet, FrameError
+from .minecraft import MinecraftUnavailable, OPENGL_FIX
 
 # %% auto #0
-__all__ = ['logger', 'CACHE_FORMAT', 'CRAFTER_VAL_SEED0', 'CacheError', 'params_key', 'build_cache_entry', 'load_cache_entry',
-           'default_workers', 'cached_frames', 'split_episodes', 'crafter_seeds', 'source_fingerprint', 'source_frames',
-           'load_splits', 'BatchLoader', 'make_loader']
+__all__ = ['logger', 'CACHE_FORMAT', 'CRAFTER_VAL_SEED0', 'ALT_RENDER', 'RENDERED_SOURCES', 'CacheError', 'params_key',
+           'build_cache_entry', 'load_cache_entry', 'default_workers', 'cached_frames', 'split_episodes',
+           'crafter_seeds', 'minecraft_seeds', 'source_fingerprint', 'source_frames', 'load_splits', 'alt_val_frames',
+           'BatchLoader', 'make_loader']
 
 # %% ../nbs/02_data.ipynb #0956a9b6
 logger = logging.getLogger('vqvae_kaggle.data')
@@ -121,21 +124,33 @@ def load_cache_entry(entry) -> tuple[FrameSet, dict]:
             raise CacheError(f'{entry}: content hash does not match the shard list')
         out = np.empty((m['counts']['frames'], *shape), np.uint8)
         names, episodes, pos = {}, [], 0
+        # actions are kept only when every shard recorded them under the same column names
+        with_actions = bool(shards) and all('actions' in s for s in shards) and len({tuple(s['actions']['names']) for s in shards}) == 1
+        actions = []
         for s in shards:
-            path = entry/s['file']
-            try: data = path.read_bytes()
-            except OSError as e: raise CacheError(f'{path}: cannot read shard ({e})') from None
-            if len(data) != s['bytes'] or hashlib.sha256(data).hexdigest() != s['sha256']:
-                raise CacheError(f'{path}: shard is damaged (size or SHA-256 differs from the manifest)')
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            arr = _load_npy(entry/s['file'], s['bytes'], s['sha256'])
             if arr.shape != (s['frames'], *shape) or arr.dtype != np.uint8:
-                raise CacheError(f'{path}: shard holds {arr.dtype} {arr.shape}, manifest says uint8 {(s["frames"], *shape)}')
+                raise CacheError(f'{entry/s["file"]}: shard holds {arr.dtype} {arr.shape}, manifest says uint8 {(s["frames"], *shape)}')
             out[pos:pos + len(arr)] = arr; pos += len(arr)
             for name, count in s['episodes']: episodes.append(np.full(count, names.setdefault(name, len(names)), np.int64))
+            if with_actions:
+                a = s['actions']; acts = _load_npy(entry/a['file'], a['bytes'], a['sha256'])
+                if acts.shape != (s['frames'], len(a['names'])):
+                    raise CacheError(f'{entry/a["file"]}: holds actions {acts.shape}, manifest says {(s["frames"], len(a["names"]))}')
+                actions.append(acts)
         if pos != len(out): raise CacheError(f'{entry}: shards hold {pos} frames, manifest says {len(out)}')
     except (KeyError, TypeError, ValueError) as e:
         raise CacheError(f'{entry}: malformed manifest or shard ({type(e).__name__}: {e})') from None
-    return FrameSet(out, np.concatenate(episodes) if episodes else np.zeros(0, np.int64), list(names)), m
+    return FrameSet(out, np.concatenate(episodes) if episodes else np.zeros(0, np.int64), list(names),
+                    np.concatenate(actions) if with_actions else None, shards[0]['actions']['names'] if with_actions else None), m
+
+def _load_npy(path: Path, size: int, sha256: str) -> np.ndarray:
+    "The array in `path`, checked against its size and SHA-256 from the manifest."
+    try: data = path.read_bytes()
+    except OSError as e: raise CacheError(f'{path}: cannot read shard ({e})') from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise CacheError(f'{path}: shard is damaged (size or SHA-256 differs from the manifest)')
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 # %% ../nbs/02_data.ipynb #b9fdfda3
 def default_workers(workers: int | None) -> int:
@@ -187,15 +202,47 @@ def crafter_seeds(d: DataConfig) -> tuple[list, list]:
     "(train, validation) Crafter world seeds."
     return list(range(d.crafter_train_seeds)), list(range(CRAFTER_VAL_SEED0, CRAFTER_VAL_SEED0 + d.crafter_val_seeds))
 
-def _crafter_splits(d: DataConfig, progress: bool) -> tuple[FrameSet, FrameSet]:
+def minecraft_seeds(d: DataConfig) -> tuple[list, list]:
+    "(train, validation) Minecraft world seeds."
+    return list(range(d.minecraft_train_worlds)), list(range(CRAFTER_VAL_SEED0, CRAFTER_VAL_SEED0 + d.minecraft_val_worlds))
+
+# Another rendering of the held-out worlds, to measure what a tokenizer learnt of the game rather than of one renderer:
+# three times the resolution (Crafter: 24-pixel tiles instead of 8) and a Lanczos filter down to the frame size.
+ALT_RENDER = dict(render_scale=3, resample='lanczos')
+
+def _world_tasks(kind: str, d: DataConfig, train_seeds: list, val_seeds: list, **render) -> list:
+    "One rendering task per world, tagged with its split."
+    return [dict(kind=kind, seed=s, split='train' if s in train_seeds else 'val', frames=d.frames_per_episode,
+                 skip_first=d.skip_first, frame_gap=d.frame_gap, width=d.width, height=d.height, **render)
+            for s in train_seeds + val_seeds]
+
+def _world_splits(fs: FrameSet, prefix: str, train_seeds: list) -> tuple[FrameSet, FrameSet]:
+    "(train, validation) parts of rendered worlds, by the world seed in each episode's name."
+    is_train = np.isin(fs.episodes, [i for i, n in enumerate(fs.names) if n in {f'{prefix}{s}' for s in train_seeds}])
+    return fs.subset(is_train), fs.subset(~is_train)
+
+def _crafter_splits(d: DataConfig, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
     from importlib.metadata import version
     train_seeds, val_seeds = crafter_seeds(d)
-    tasks = [dict(kind='crafter', seed=s, split='train' if s in train_seeds else 'val', frames=d.frames_per_episode,
-                  skip_first=d.skip_first, frame_gap=d.frame_gap, width=d.width, height=d.height) for s in train_seeds + val_seeds]
+    if alt: train_seeds = []                         # the other rendering is only ever used for evaluation
+    tasks = _world_tasks('crafter', d, train_seeds, val_seeds, **(ALT_RENDER if alt else {}))
     params = dict(source='crafter', crafter=version('crafter'), env=_frames.CRAFTER_ENV, policy=_frames.CRAFTER_POLICY)
-    fs, _ = cached_frames(f'crafter-{d.width}x{d.height}', params, tasks, d.cache_dir, d.workers, d.skip_bad, progress)
-    is_train = np.isin(fs.episodes, [i for i, n in enumerate(fs.names) if n in {f'crafter-seed-{s}' for s in train_seeds}])
-    return fs.subset(is_train), fs.subset(~is_train)
+    label = f'crafter{"-alt" if alt else ""}-{d.width}x{d.height}'
+    fs, _ = cached_frames(label, params, tasks, d.cache_dir, d.workers, d.skip_bad, progress)
+    return _world_splits(fs, 'crafter-seed-', train_seeds)
+
+def _minecraft_splits(d: DataConfig, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
+    from vqvae_kaggle import minecraft as mc
+    train_seeds, val_seeds = minecraft_seeds(d)
+    if alt: train_seeds = []
+    tasks = _world_tasks('minecraft', d, train_seeds, val_seeds,
+                         **(ALT_RENDER if alt else dict(render_scale=d.render_scale, resample='area')))
+    params = dict(source='minecraft', game=mc.game_fingerprint(), policy=mc.MINECRAFT_POLICY, tasks=tasks)
+    def plan():                                      # only when the frames must be rendered: can the game run here?
+        mc.check_minecraft(progress); return tasks
+    label = f'minecraft{"-alt" if alt else ""}-{d.width}x{d.height}'
+    fs, _ = cached_frames(label, params, plan, d.cache_dir, d.workers, d.skip_bad, progress)
+    return _world_splits(fs, 'minecraft-world-', train_seeds)
 
 def source_fingerprint(path, layout: str) -> dict:
     "Count, total size and a hash of the names and sizes of the files a source reads (cheap: no file is opened)."
@@ -221,16 +268,34 @@ def source_frames(source: str, d: DataConfig, seed: int = 0, progress: bool = Tr
 
 def _describe(fs: FrameSet) -> str: return f'{len(fs)} frames from {len(fs.names)} episodes'
 
-def load_splits(cfg: Config, progress: bool = True) -> tuple[FrameSet, FrameSet]:
-    "(train, validation) `FrameSet`s for `cfg.data`, split by episode, through the frame cache."
+RENDERED_SOURCES = ('minecraft', 'crafter')
+
+def _splits(cfg: Config, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
     d = cfg.data
-    if d.source == 'crafter': train, val = _crafter_splits(d, progress)
-    else:
-        fs, _ = source_frames(d.source, d, cfg.run.seed, progress)
-        if d.val_source: train, (val, _) = fs, source_frames(d.val_source, d, cfg.run.seed, progress)
-        else: train, val = split_episodes(fs, d.val_fraction, cfg.run.seed)
+    if d.source == 'crafter': return _crafter_splits(d, progress, alt)
+    if d.source == 'minecraft':
+        try: return _minecraft_splits(d, progress, alt)
+        except MinecraftUnavailable as e:
+            if not d.fallback_source: raise
+            reason = str(e).strip().splitlines()[0]
+            msg = (f'WARNING: Minecraft frames cannot be rendered on this machine ({reason}); using '
+                   f'data.fallback_source={d.fallback_source!r} instead. Fix: {OPENGL_FIX}')
+            logger.warning(msg); print(msg, flush=True)       # loud even without progress output
+            return _splits(replace(cfg, data=replace(d, source=d.fallback_source, fallback_source=None)), progress, alt)
+    if alt: raise FrameError(f'data.source={d.source!r}: another rendering exists only for the rendered sources {RENDERED_SOURCES}')
+    fs, _ = source_frames(d.source, d, cfg.run.seed, progress)
+    if d.val_source: return fs, source_frames(d.val_source, d, cfg.run.seed, progress)[0]
+    return split_episodes(fs, d.val_fraction, cfg.run.seed)
+
+def load_splits(cfg: Config, progress: bool = True) -> tuple[FrameSet, FrameSet]:
+    "(train, validation) `FrameSet`s for `cfg.data`, split by episode or world, through the frame cache."
+    train, val = _splits(cfg, progress)
     _say(f'train: {_describe(train)}; validation: {_describe(val)}', progress)
     return train, val
+
+def alt_val_frames(cfg: Config, progress: bool = True) -> FrameSet:
+    "The held-out worlds of a rendered source rendered another way (`ALT_RENDER`): what a tokenizer learnt beyond one renderer."
+    return _splits(cfg, progress, alt=True)[1]
 
 # %% ../nbs/02_data.ipynb #5332fa60
 def _stream_seed(*parts: int) -> int:

@@ -11,7 +11,7 @@ import torch
 
 from .config import Config, config_from_dict
 from .frames import FrameError
-from .data import load_splits, source_frames
+from .data import load_splits, source_frames, alt_val_frames
 from .model import build_tokenizer, to_model_input, to_unit
 from .metrics import reconstruction_metrics, code_usage, MetricAverager, artifact_probe
 from .checkpoint import CheckpointError, load_checkpoint, list_checkpoints
@@ -138,9 +138,10 @@ def load_tokenizer(checkpoint, device='cpu') -> tuple[torch.nn.Module, Config, d
     return model.to(device).eval(), cfg, state
 
 def eval_sources(cfg: Config, specs: list[str] | None, progress: bool = False):
-    "(name, uint8 frames) per source: 'val' is the run's held-out split; anything else is a frame source."
+    "(name, uint8 frames) per source: 'val' is the run's held-out split, 'val-alt' the same worlds rendered another way; anything else is a frame source."
     for spec in specs or ['val']:
         if spec == 'val': yield 'val', load_splits(cfg, progress=progress)[1].frames
+        elif spec == 'val-alt': yield 'val-alt', alt_val_frames(cfg, progress=progress).frames
         else: yield Path(spec).stem or spec, source_frames(spec, cfg.data, progress=progress)[0].frames
 
 # %% ../nbs/07b_evaluate.ipynb #52d5799c

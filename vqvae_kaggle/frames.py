@@ -29,6 +29,8 @@ class FrameSet:
     frames: np.ndarray     # uint8 (N, H, W, 3)
     episodes: np.ndarray   # int64 (N,): index into `names` of the episode each frame came from
     names: list            # one name per episode
+    actions: np.ndarray | None = None   # optional float32 (N, A): the action taken from each frame to the next
+    action_names: list | None = None    # A names of the action columns
 
     def __post_init__(self):
         f = self.frames
@@ -41,6 +43,11 @@ class FrameSet:
         self.episodes, self.names = e.astype(np.int64), [str(n) for n in self.names]
         if len(e) and (e.min() < 0 or e.max() >= len(self.names)):
             raise FrameError(f'FrameSet.episodes must index names (0..{len(self.names) - 1}), got values {e.min()}..{e.max()}')
+        if self.actions is not None:
+            a, names = np.asarray(self.actions, np.float32), list(self.action_names or [])
+            if a.ndim != 2 or len(a) != len(f) or a.shape[1] != len(names):
+                raise FrameError(f'FrameSet.actions must have shape ({len(f)}, {len(names)}) (frames x action_names), got {a.shape}')
+            self.actions, self.action_names = a, [str(n) for n in names]
 
     def __len__(self): return len(self.frames)
     @property
@@ -53,7 +60,8 @@ class FrameSet:
         if idx.dtype == bool and idx.shape != (len(self),): raise FrameError(f'subset mask must have shape ({len(self)},), got {idx.shape}')
         eps = self.episodes[idx]
         kept, inverse = np.unique(eps, return_inverse=True)
-        return FrameSet(self.frames[idx], inverse.reshape(-1).astype(np.int64), [self.names[i] for i in kept])
+        return FrameSet(self.frames[idx], inverse.reshape(-1).astype(np.int64), [self.names[i] for i in kept],
+                        None if self.actions is None else self.actions[idx], self.action_names)
 
     def episode_counts(self) -> dict:
         "Frames per episode name."
@@ -71,7 +79,10 @@ class FrameSet:
             ids = np.array([index.setdefault(n, len(index)) for n in s.names], dtype=np.int64)
             episodes.append(ids[s.episodes] if len(s) else np.zeros(0, np.int64))
         names = list(index)
-        return FrameSet(np.concatenate([s.frames for s in sets]), np.concatenate(episodes), names)
+        # actions survive only when every part has them under the same names
+        same = all(s.actions is not None for s in sets) and len({tuple(s.action_names) for s in sets}) == 1
+        return FrameSet(np.concatenate([s.frames for s in sets]), np.concatenate(episodes), names,
+                        np.concatenate([s.actions for s in sets]) if same else None, sets[0].action_names if same else None)
 
 # %% ../nbs/01_frames.ipynb #22335480
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
@@ -144,12 +155,12 @@ def crafter_actions(rng: np.random.Generator, do_prob: float = 0.2, min_run: int
         for _ in range(run): yield do if rng.random() < do_prob else direction
 
 # %% ../nbs/01_frames.ipynb #c40be6c3
-def render_crafter_episode(seed: int, frames: int, skip_first: int = 20, frame_gap: int = 2) -> np.ndarray:
-    "`frames` uint8 128x72 Crafter frames of world `seed` under the seeded exploring policy."
+def render_crafter_episode(seed: int, frames: int, skip_first: int = 20, frame_gap: int = 2, size=None) -> np.ndarray:
+    "`frames` uint8 Crafter frames of world `seed` under the seeded exploring policy, at the renderer's `size` (default 128x72)."
     if frames < 1 or frame_gap < 1 or skip_first < 0:
         raise FrameError(f'render_crafter_episode: need frames >= 1, frame_gap >= 1, skip_first >= 0; got {frames}, {frame_gap}, {skip_first}')
     import crafter
-    env = crafter.Env(**CRAFTER_ENV, seed=int(seed))
+    env = crafter.Env(**dict(CRAFTER_ENV, **(dict(size=tuple(size)) if size else {})), seed=int(seed))
     actions = crafter_actions(np.random.default_rng(seed))
     kept, obs, t = [], env.reset(), 0
     while len(kept) < frames:
@@ -160,13 +171,15 @@ def render_crafter_episode(seed: int, frames: int, skip_first: int = 20, frame_g
     return np.stack(kept)
 
 def render_crafter(seeds, frames_per_episode: int = 160, skip_first: int = 20, frame_gap: int = 2,
-                   width: int = 128, height: int = 72, progress: bool = True) -> FrameSet:
-    "Crafter frames of every world in `seeds` at `width x height`, one episode per seed."
+                   width: int = 128, height: int = 72, progress: bool = True, render_scale: int = 1,
+                   resample: str = 'area') -> FrameSet:
+    "Crafter frames of every world in `seeds` at `width x height`, one episode per seed; rendered at `render_scale` x 128x72 and resized with `resample`."
     seeds = [int(s) for s in seeds]
+    size = None if render_scale == 1 else tuple(render_scale * v for v in CRAFTER_ENV['size'])
     out = []
     for s in tqdm(seeds, desc='rendering Crafter worlds', disable=not progress):
-        ep = render_crafter_episode(s, frames_per_episode, skip_first, frame_gap)
-        out.append(np.stack([preprocess(f, width, height) for f in ep]) if ep.shape[1:3] != (height, width) else ep)
+        ep = render_crafter_episode(s, frames_per_episode, skip_first, frame_gap, size)
+        out.append(np.stack([preprocess(f, width, height, resample) for f in ep]) if ep.shape[1:3] != (height, width) else ep)
     frames = np.concatenate(out) if out else np.zeros((0, height, width, 3), np.uint8)
     return FrameSet(frames, np.repeat(np.arange(len(seeds)), frames_per_episode), [f'crafter-seed-{s}' for s in seeds])
 
@@ -424,7 +437,12 @@ def extract_task(task: dict, skip_bad: bool = False, threads: int = 0) -> tuple[
     if kind == 'failed': raise FrameError(task['error'])
     w, h = task['width'], task['height']
     if kind == 'crafter':
-        return render_crafter([task['seed']], task['frames'], task['skip_first'], task['frame_gap'], w, h, progress=False), []
+        return render_crafter([task['seed']], task['frames'], task['skip_first'], task['frame_gap'], w, h, progress=False,
+                              render_scale=task.get('render_scale', 1), resample=task.get('resample', 'area')), []
+    if kind == 'minecraft':
+        from vqvae_kaggle.minecraft import render_minecraft_episode   # here: that module builds on this one
+        return render_minecraft_episode(task['seed'], task['frames'], w, h, task['render_scale'], task['resample'],
+                                        task['skip_first'], task['frame_gap']), []
     if kind == 'array':
         fs = load_frame_array(task['path'], w, h)
         return fs.subset(_random_subset(len(fs), task.get('max_frames'), np.random.default_rng(task.get('seed', 0)))), []
@@ -482,5 +500,10 @@ def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False
         write_atomic(folder/f'{stem}.npy', data)
         record = dict(index=index, file=f'{stem}.npy', frames=len(fs), shape=list(fs.frames.shape[1:]),
                       bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), episodes=_episode_runs(fs), skipped=skipped)
+        if fs.actions is not None:                  # written before the record, which is what marks the shard done
+            buf = io.BytesIO(); np.save(buf, fs.actions, allow_pickle=False); adata = buf.getvalue()
+            write_atomic(folder/f'{stem}.actions.npy', adata)
+            record['actions'] = dict(file=f'{stem}.actions.npy', names=fs.action_names, bytes=len(adata),
+                                     sha256=hashlib.sha256(adata).hexdigest())
     write_atomic(folder/f'{stem}.json', json.dumps(record).encode())
     return record
