@@ -7,8 +7,10 @@
   (c) vqtorch  (a)'s encoder/decoder around vector-quantize-pytorch's VectorQuantize
                (k-means init, threshold_ema_dead_code=2, 32-dim lookup, same codebook size)
 
-All train on the embedded Crafter frames (16 worlds, cached under data-cache/) and are evaluated on the 4 held-out
-worlds: PSNR, SSIM, LPIPS (or why not), codebook usage/perplexity/dead codes, flat-region artifact score, the
+All train on (a)'s data (the embedded Minecraft frames by default; `--set data.source=crafter` for Crafter), cached
+under data-cache/, and are evaluated on the held-out worlds as rendered for training (`val`), on the same worlds
+rendered at 3x and Lanczos-filtered (`val-alt`: what was learnt beyond one renderer) and on as many training frames
+(`train`: the gap to held-out says how much is memorised): PSNR, SSIM, LPIPS (or why not), codebook usage/perplexity/dead codes, flat-region artifact score, the
 uniform/gradient probe, steps done and steps/s. Writes results.md, results.json, a compare grid of the three
 reconstructions of the same held-out frames, a compare grid of their probe reconstructions, and per-model
 reconstruction/difference and probe grids under --out.
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vqtorch_baseline import vqtorch_tokenizer  # noqa: E402
 
 from vqvae_kaggle.config import Config, get_preset, apply_overrides, config_to_dict  # noqa: E402
-from vqvae_kaggle.data import load_splits  # noqa: E402
+from vqvae_kaggle.data import load_splits, alt_val_frames  # noqa: E402
 from vqvae_kaggle.evaluate import (evaluate_model, lpips_metric, eval_markdown, reconstruct, reconstruct_unit,  # noqa: E402
                                    frames_to_tensor, sample_indices, resolve_device, _write_json)
 from vqvae_kaggle.metrics import probe_frames  # noqa: E402
@@ -56,7 +58,10 @@ def bench_configs(budget_minutes: float, device: str, seed_batch: int, lpips_ok:
         notes.append('LPIPS 0.3 (+0.05/5 epochs) dropped: its weights are unavailable here')
     # the seed had no collapse remedy: the trainer's (a dead-code restart when usage falls under 5%) is switched off
     notes.append("the trainer's collapse remedy switched off (run.collapse_min_usage=0), as in the seed")
-    seed = replace(seed, name='seed-v2.1.0', data=ours.data, run=replace(ours.run, collapse_min_usage=0.0), loss=loss,
+    if ours.data.aug_scale or ours.data.aug_blur or ours.data.aug_color: notes.append('no augmentations, as in the seed')
+    # the same frames, but not our augmentations (the seed had none)
+    seed = replace(seed, name='seed-v2.1.0', data=replace(ours.data, aug_scale=0.0, aug_blur=0.0, aug_color=0.0),
+                   run=replace(ours.run, collapse_min_usage=0.0), loss=loss,
                    optim=replace(seed.optim, batch_size=seed_batch))
     return {'ours (cpu preset)': (ours, 'cpu preset with ' + ', '.join(overrides) if overrides else ''),
             'seed v2.1.0': (seed, '; '.join(notes)),
@@ -106,6 +111,9 @@ def main(argv=None) -> int:
     ref_cfg = configs[chosen[0]][0]
     splits = load_splits(ref_cfg, progress=True)
     val = splits[1].frames[:args.eval_frames] if args.eval_frames else splits[1].frames
+    alt = alt_val_frames(ref_cfg, progress=True).frames[:len(val)]
+    seen = splits[0].frames[sample_indices(len(splits[0]), len(val))]
+    sources = [('val', val), ('val-alt', alt), ('train', seen)]
     print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, device {device}; {len(splits[0])} train / {len(val)} held-out frames; '
           f'budget {args.budget_minutes:g} min per model', flush=True)
@@ -118,15 +126,15 @@ def main(argv=None) -> int:
         model = vqtorch_tokenizer(cfg) if slug == 'vqtorch' else None
         model, info = train_one(name, cfg, splits, out / slug, model)
         info['note'] = note
-        r = evaluate_model(model, cfg, [('val', val)], out / slug, name, batch_size=32,
+        r = evaluate_model(model, cfg, sources, out / slug, name, batch_size=32,
                            sample_frames=args.sample_frames, lpips=lp)
         for src in r['sources'].values(): src.update(steps=info['steps'], steps_per_s=info['steps_per_s'], batch_size=info['batch_size'])
         r.update(training=info, config=config_to_dict(cfg))
         _write_json(out / slug / 'eval.json', r)
         results[name], infos[name], models[name] = r, info, model
-        m = r['sources']['val']
-        print(f"  held-out PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, usage {m['usage']:.1%}, artifact {m['artifact']:.2f}, "
-              f"probe PSNR {r['probe']['probe_psnr']:.2f} dB, probe grid energy {r['probe']['probe_grid_energy']:.3f}", flush=True)
+        for s, m in r['sources'].items():
+            print(f"  {s}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, usage {m['usage']:.1%}, artifact {m['artifact']:.2f}", flush=True)
+        print(f"  probe PSNR {r['probe']['probe_psnr']:.2f} dB, probe grid energy {r['probe']['probe_grid_energy']:.3f}", flush=True)
 
     pick = val[sample_indices(len(val), args.sample_frames)]
     recon = {n: reconstruct(mdl, frames_to_tensor(pick, device))[0].float().cpu() for n, mdl in models.items()}
@@ -140,7 +148,9 @@ def main(argv=None) -> int:
     notes = [f'- {n}: {configs[n][1]}' for n in chosen if configs[n][1]]
     md = (f'# Quality benchmark: {args.budget_minutes:g} min training per model\n\n'
           f'Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}. Training on {len(splits[0])} '
-          f'frames of 16 Crafter worlds, evaluation on {len(val)} frames of 4 held-out worlds, 128x72 -> 32x18 latents.\n\n'
+          f'frames of {len(splits[0].names)} {ref_cfg.data.source} worlds; evaluation on {len(val)} frames of '
+          f'{len(splits[1].names)} held-out worlds as rendered for training (val) and rendered at 3x with a Lanczos filter '
+          f'(val-alt), and on {len(seen)} training frames (train); {w}x{h} -> {ref_cfg.latent_grid[0]}x{ref_cfg.latent_grid[1]} latents.\n\n'
           f'{table}\n\n' + ('Notes:\n' + '\n'.join(notes) + '\n\n' if notes else '') +
           f'Grids: {grid.name} (held-out frames), {probe_cmp.name} (uniform/gradient probe); per model: '
           '<model>/val_reconstructions.png, <model>/probe.png.\n')

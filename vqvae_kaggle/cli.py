@@ -94,13 +94,14 @@ def tokenize(checkpoint, data: str, out, device: str = 'auto', batch_size: int =
     return out
 
 def presets_table() -> str:
-    "One line per preset: frame size, latent grid, downsampling stages, codebook, LPIPS, batch, upsampling."
-    rows = [f"{'preset':<13} {'frame':<7} {'latent':<6} {'stages':<6} {'codes x dim':<11} {'lpips':<5} {'batch':<5} upsample"]
+    "One line per preset: frame size, latent grid, downsampling stages, codebook, LPIPS, batch, upsampling, augmentations."
+    rows = [f"{'preset':<13} {'frame':<7} {'latent':<6} {'stages':<6} {'codes x dim':<11} {'lpips':<5} {'batch':<5} {'upsample':<9} augment"]
     for n, c in PRESETS.items():
         frame, latent = f'{c.data.width}x{c.data.height}', f'{c.latent_grid[0]}x{c.latent_grid[1]}'
         codes = f'{c.quantizer.codebook_size}x{c.model.embed_dim}'
+        aug = 'on' if c.data.aug_scale or c.data.aug_blur or c.data.aug_color else '-'
         rows.append(f'{n:<13} {frame:<7} {latent:<6} {len(c.model.channels) - 1:<6} {codes:<11} {c.loss.lpips:<5g} '
-                    f'{c.optim.batch_size:<5} {c.model.upsample}')
+                    f'{c.optim.batch_size:<5} {c.model.upsample:<9} {aug}')
     return '\n'.join(rows)
 
 USER_ERRORS = (ConfigError, FrameError, CheckpointError, LPIPSUnavailable, TrainingError, FileNotFoundError, ValueError)

@@ -208,8 +208,10 @@ def required_modules(cfg: Config) -> dict[str, str]:
     "{import name: pip name} of the optional packages `cfg` needs."
     need = {}
     if cfg.loss.lpips > 0: need['lpips'] = 'lpips'
-    if cfg.data.source == 'crafter': need['crafter'] = 'crafter'
-    elif not cfg.data.source.endswith(('.npy', '.npz')): need['av'] = 'av'   # videos
+    rendered = {cfg.data.source} | ({cfg.data.fallback_source} if cfg.data.source == 'minecraft' else set())
+    if 'crafter' in rendered: need['crafter'] = 'crafter'       # the Minecraft source falls back to Crafter without OpenGL
+    if cfg.data.source not in ('minecraft', 'crafter') and not cfg.data.source.endswith(('.npy', '.npz')): need['av'] = 'av'   # videos
+    # the Minecraft game itself goes into an environment of its own on first use (minecraft.minecraft_python)
     return need
 
 def missing_modules(names) -> list[str]:
@@ -278,9 +280,9 @@ def ensure_lpips(net: str = 'alex', weights_dirs=(), device='auto', download: bo
 
 # %% ../nbs/10_kaggle.ipynb #c90410bc
 def resolve_data_source(spec: str | None, input_root) -> str:
-    "A `DataConfig.source`: 'crafter', a `kaggle:` handle (the data module downloads it), or a path (inputs-relative paths resolved)."
-    if not spec: return 'crafter'
-    if spec == 'crafter' or spec.startswith('kaggle:') or Path(spec).is_absolute(): return spec
+    "A `DataConfig.source`: 'minecraft' (the default) or 'crafter', a `kaggle:` handle (the data module downloads it), or a path (inputs-relative paths resolved)."
+    if not spec: return 'minecraft'
+    if spec in ('minecraft', 'crafter') or spec.startswith('kaggle:') or Path(spec).is_absolute(): return spec
     inside = Path(input_root) / spec
     return str(inside) if inside.exists() else spec
 
@@ -846,7 +848,7 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--folder', default='.', help='folder holding kernel-metadata.json (default: .)')
     p.add_argument('--id', dest='kernel_id', help="push as this kernel, 'username/slug' (default: the metadata id)")
     p.add_argument('--preset', help='PRESET of the session (default: the notebook default)')
-    p.add_argument('--data', help="DATA: 'crafter', a frame array or video/image folder (relative to /kaggle/input), or kaggle:owner/dataset")
+    p.add_argument('--data', help="DATA: 'minecraft' (default) or 'crafter', a frame array or video/image folder (relative to /kaggle/input), or kaggle:owner/dataset")
     p.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', help='config override (repeatable)')
     p.add_argument('--lpips-weight', type=float, help='LPIPS weight (0: off; default: the preset)')
     p.add_argument('--session-hours', type=float, help="Kaggle's session limit (default 12)")

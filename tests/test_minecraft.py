@@ -1,0 +1,118 @@
+"""The Minecraft frame source: it renders headless here, the same seed gives the same frames, actions line up with
+frames, the split is by world, the cache is reused, and a machine without OpenGL gets one clear line and Crafter."""
+import configparser, os
+from pathlib import Path
+import numpy as np
+import pytest
+from vqvae_kaggle import minecraft as mc
+from vqvae_kaggle.config import Config, DataConfig
+from vqvae_kaggle.data import load_splits, alt_val_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_EGL = {'__EGL_VENDOR_LIBRARY_FILENAMES': '/nonexistent/egl-vendors.json'}   # libglvnd then finds no EGL driver at all
+
+
+@pytest.fixture(scope='module', autouse=True)
+def game_environment():
+    "The game's own environment (created on first use; later runs find it ready)."
+    return mc.minecraft_python(progress=False)
+
+
+def small(tmp_path, **kw) -> Config:
+    d = dict(minecraft_train_worlds=2, minecraft_val_worlds=1, frames_per_episode=4, skip_first=6, frame_gap=3,
+             width=64, height=36, cache_dir=str(tmp_path / 'cache'), workers=1)
+    d.update(kw)
+    return Config(data=DataConfig(**d))
+
+
+def test_renders_first_person_frames_headless(monkeypatch):
+    monkeypatch.delenv('DISPLAY', raising=False)              # no X server: EGL pbuffer only
+    assert 'llvmpipe' in mc.check_minecraft(progress=False) or mc.check_minecraft(progress=False)
+    fs = mc.render_minecraft_episode(11, 12, 64, 36, skip_first=10, frame_gap=4)
+    assert fs.frames.shape == (12, 36, 64, 3) and fs.frames.dtype == np.uint8
+    assert fs.names == ['minecraft-world-11'] and fs.action_names[-2:] == ['camera_pitch', 'camera_yaw']
+    assert all(f.std() > 10 for f in fs.frames), 'no flat (black or grey) frames'
+    top = fs.frames[:, :4].reshape(len(fs), -1, 3).mean(1)    # the first rows: sky when looking ahead
+    assert (top[:, 2] > top[:, 0]).mean() >= 0.5, 'most frames show a blue/white sky at the top'
+
+
+def test_same_seed_same_frames_and_actions_in_separate_processes():
+    a = mc.render_minecraft_episode(7, 6, 64, 36, skip_first=5, frame_gap=2)
+    b = mc.render_minecraft_episode(7, 6, 64, 36, skip_first=5, frame_gap=2)
+    c = mc.render_minecraft_episode(8, 6, 64, 36, skip_first=5, frame_gap=2)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    assert not np.array_equal(a.frames, c.frames)
+
+
+def test_actions_line_up_with_frames():
+    "With a gap of 2, frame i is frame 2i of the gap-1 episode and its action is the two ticks after it combined."
+    one = mc.render_minecraft_episode(5, 12, 64, 36, skip_first=8, frame_gap=1)
+    two = mc.render_minecraft_episode(5, 6, 64, 36, skip_first=8, frame_gap=2)
+    np.testing.assert_array_equal(two.frames, one.frames[::2])
+    cam = [two.action_names.index(n) for n in ('camera_pitch', 'camera_yaw')]
+    buttons = [i for i in range(len(two.action_names)) if i not in cam]
+    pairs = one.actions.reshape(6, 2, -1)
+    np.testing.assert_allclose(two.actions[:, cam], pairs[:, :, cam].sum(1), atol=1e-4)
+    np.testing.assert_array_equal(two.actions[:, buttons], pairs[:, :, buttons].max(1))
+    assert np.abs(one.actions[:, cam]).sum() > 0 and one.actions[:, 0].sum() > 0, 'the explorer turns and walks'
+
+
+def test_split_by_world_cached_with_actions(tmp_path, monkeypatch):
+    calls = []
+    render = mc.render_minecraft_episode
+    monkeypatch.setattr(mc, 'render_minecraft_episode', lambda seed, *a, **k: calls.append(seed) or render(seed, *a, **k))
+    cfg = small(tmp_path)
+    train, val = load_splits(cfg, progress=False)
+    assert train.names == ['minecraft-world-0', 'minecraft-world-1'] and val.names == ['minecraft-world-10000']
+    assert not set(train.names) & set(val.names)
+    assert len(train) == 8 and len(val) == 4 and train.actions.shape == (8, 10) and val.actions.shape == (4, 10)
+    assert calls == [0, 1, 10000]
+    train2, val2 = load_splits(cfg, progress=False)                  # from the cache: nothing rendered again
+    assert calls == [0, 1, 10000]
+    np.testing.assert_array_equal(train2.frames, train.frames); np.testing.assert_array_equal(train2.actions, train.actions)
+    alt = alt_val_frames(cfg, progress=False)                        # the held-out worlds, rendered another way
+    assert alt.names == val.names and alt.frames.shape == val.frames.shape and calls[-1] == 10000
+    assert not np.array_equal(alt.frames, val.frames)
+    diff = np.abs(alt.frames.astype(int) - val.frames).mean()
+    assert 0 < diff < 40, f'the same views, another filter (mean difference {diff:.1f} grey levels)'
+
+
+def test_no_opengl_falls_back_to_crafter_in_one_line(tmp_path, monkeypatch, capsys):
+    for k, v in NO_EGL.items(): monkeypatch.setenv(k, v)
+    with pytest.raises(mc.MinecraftUnavailable, match='headless OpenGL context'):
+        mc.check_minecraft(progress=False)
+    cfg = small(tmp_path, crafter_train_seeds=1, crafter_val_seeds=1, frames_per_episode=3)
+    train, val = load_splits(cfg, progress=False)
+    assert train.names == ['crafter-seed-0'] and val.names == ['crafter-seed-10000']
+    warning = [l for l in capsys.readouterr().out.splitlines() if 'Minecraft' in l]
+    assert len(warning) == 1 and 'cannot be rendered' in warning[0] and "fallback_source='crafter'" in warning[0]
+    assert 'Fix: install the OpenGL libraries' in warning[0]
+    assert not list((tmp_path / 'cache').glob('minecraft-*')), 'nothing half-rendered is left behind'
+    with pytest.raises(mc.MinecraftUnavailable, match='apt-get install libegl1'):
+        load_splits(small(tmp_path, fallback_source=None), progress=False)
+
+
+def test_cached_minecraft_frames_need_no_opengl(tmp_path, monkeypatch):
+    cfg = small(tmp_path, minecraft_train_worlds=1, frames_per_episode=2)
+    train, _ = load_splits(cfg, progress=False)
+    for k, v in NO_EGL.items(): monkeypatch.setenv(k, v)
+    again, _ = load_splits(cfg, progress=False)                      # a finished cache is used as it is
+    np.testing.assert_array_equal(again.frames, train.frames)
+
+
+def test_missing_game_interpreter_is_named(monkeypatch):
+    monkeypatch.setenv('VQVAE_MINECRAFT_PYTHON', '/nonexistent/bin/python')
+    with pytest.raises(mc.MinecraftUnavailable, match='VQVAE_MINECRAFT_PYTHON=/nonexistent/bin/python does not exist'):
+        mc.render_minecraft_episode(0, 1)
+
+
+def test_the_package_never_pins_the_games_dependencies():
+    "Installing vqvae-kaggle must not downgrade numpy or pin pyglet: the game's packages live only in its own environment."
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini')
+    reqs = cfg['DEFAULT']['requirements'].split()
+    assert not [r for r in reqs if r.startswith(('pyglet', 'minecraft', 'nbtlib'))]
+    assert [r for r in reqs if r.startswith('numpy')] == ['numpy>=1.24']
+    assert 'numpy==1.26.4' in mc.MINECRAFT_PACKAGES
+    import numpy
+    assert int(numpy.__version__.split('.')[0]) >= 2, 'the project environment keeps numpy 2'
