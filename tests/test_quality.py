@@ -18,7 +18,7 @@ from vqvae_kaggle.train import Trainer
 TINY = ['data.width=64', 'data.height=32', 'model.channels=16,32', 'model.res_blocks=1', 'model.embed_dim=32',
         'quantizer.codebook_size=64', 'optim.batch_size=8', 'optim.lr=2e-3', 'optim.warmup_steps=5',
         'run.wandb=disabled', 'run.val_frames=8', 'run.sample_frames=2', 'run.budget_minutes=none',
-        'run.epochs=5', 'run.threads=1', 'loss.lpips=0']
+        'run.epochs=5', 'run.threads=1', 'loss.lpips=0', 'data.aug_scale=0', 'data.aug_blur=0', 'data.aug_color=0']
 # the seed had no collapse remedy: the trainer's (a dead-code restart on a collapse alert, tested in test_train.py)
 # is switched off here, so that this test isolates what the quantizer options themselves do
 TEXTBOOK = ['quantizer.kmeans_init=false', 'quantizer.restart_dead=false', 'quantizer.l2_normalize=false',

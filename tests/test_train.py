@@ -34,6 +34,13 @@ def test_resume_equals_uninterrupted_run(tmp_path, splits):
     assert same_state(full.model.state_dict(), rest.model.state_dict())
     assert same_state(full.optimizer.state_dict()['state'][0], rest.optimizer.state_dict()['state'][0])
 
+def test_augmentations_reach_training(tmp_path, splits):
+    "The cpu preset trains on augmented frames (the resume test above therefore also covers their exact replay)."
+    assert tiny_cfg().data.aug_scale > 0 and tiny_cfg().data.aug_blur > 0 and tiny_cfg().data.aug_color > 0
+    on = trainer(tmp_path, splits, 'run.max_steps=6', name='on'); on.fit()
+    off = trainer(tmp_path, splits, 'run.max_steps=6', 'data.aug_scale=0', 'data.aug_blur=0', 'data.aug_color=0', name='off'); off.fit()
+    assert not same_state(on.model.state_dict(), off.model.state_dict())
+
 def test_incompatible_checkpoint_is_refused(tmp_path, splits):
     trainer(tmp_path, splits, 'run.max_steps=2').fit()
     with pytest.raises(TrainingError, match='quantizer.codebook_size: 32 -> 64'):
