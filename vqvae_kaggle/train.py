@@ -253,8 +253,9 @@ class Trainer:
         cfg = self.cfg
         for g in self.optimizer.param_groups: g['lr'] = lr_at(self.step, cfg.optim.lr, cfg.optim.warmup_steps) * self.health.lr_scale
         x = to_model_input(batch)
-        # seeded by the global step and rank: a resumed run sees the same augmented frames as an uninterrupted one
-        if augmenting(cfg.data): x = augment_batch(x, cfg.data, cfg.run.seed, self.step, self.dist.rank)
+        # seeded by the step, drawn for the global batch: a resumed run, or one on another number of processes with the
+        # same global batch, sees the same augmented frames
+        if augmenting(cfg.data): x = augment_batch(x, cfg.data, cfg.run.seed, self.step, self.dist.rank, self.dist.world_size)
         with self.precision.autocast(self.device):
             x_hat, aux = self.net(x)
         loss, parts = self.loss_fn(x, x_hat, aux, self.epoch)  # in float32: the loss never underflows in fp16
