@@ -14,11 +14,12 @@ from tqdm.auto import tqdm
 from .config import Config, DataConfig
 from . import frames as _frames
 from .frames import FrameSet, FrameError
+from . import minecraft
 from .minecraft import MinecraftUnavailable, OPENGL_FIX
 
 # %% auto #0
-__all__ = ['logger', 'CACHE_FORMAT', 'CRAFTER_VAL_SEED0', 'ALT_RENDER', 'RENDERED_SOURCES', 'CacheError', 'params_key',
-           'build_cache_entry', 'load_cache_entry', 'default_workers', 'cached_frames', 'split_episodes',
+__all__ = ['logger', 'CACHE_FORMAT', 'VAL_SEED0', 'CRAFTER_VAL_SEED0', 'ALT_RENDER', 'RENDERED_SOURCES', 'CacheError',
+           'params_key', 'build_cache_entry', 'load_cache_entry', 'default_workers', 'cached_frames', 'split_episodes',
            'crafter_seeds', 'minecraft_seeds', 'source_fingerprint', 'source_frames', 'load_splits', 'alt_val_frames',
            'BatchLoader', 'make_loader']
 
@@ -196,15 +197,16 @@ def split_episodes(fs: FrameSet, val_fraction: float, seed: int = 0) -> tuple[Fr
     return fs.subset(~is_val), fs.subset(is_val)
 
 # %% ../nbs/02_data.ipynb #d66e898d
-CRAFTER_VAL_SEED0 = 10_000
+VAL_SEED0 = 10_000             # held-out worlds of the rendered sources are numbered from here, training worlds from 0
+CRAFTER_VAL_SEED0 = VAL_SEED0  # the name the first round used
 
 def crafter_seeds(d: DataConfig) -> tuple[list, list]:
     "(train, validation) Crafter world seeds."
-    return list(range(d.crafter_train_seeds)), list(range(CRAFTER_VAL_SEED0, CRAFTER_VAL_SEED0 + d.crafter_val_seeds))
+    return list(range(d.crafter_train_seeds)), list(range(VAL_SEED0, VAL_SEED0 + d.crafter_val_seeds))
 
 def minecraft_seeds(d: DataConfig) -> tuple[list, list]:
     "(train, validation) Minecraft world seeds."
-    return list(range(d.minecraft_train_worlds)), list(range(CRAFTER_VAL_SEED0, CRAFTER_VAL_SEED0 + d.minecraft_val_worlds))
+    return list(range(d.minecraft_train_worlds)), list(range(VAL_SEED0, VAL_SEED0 + d.minecraft_val_worlds))
 
 # Another rendering of the held-out worlds, to measure what a tokenizer learnt of the game rather than of one renderer:
 # three times the resolution (Crafter: 24-pixel tiles instead of 8) and a Lanczos filter down to the frame size.
@@ -232,14 +234,13 @@ def _crafter_splits(d: DataConfig, progress: bool, alt: bool = False) -> tuple[F
     return _world_splits(fs, 'crafter-seed-', train_seeds)
 
 def _minecraft_splits(d: DataConfig, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
-    from vqvae_kaggle import minecraft as mc
     train_seeds, val_seeds = minecraft_seeds(d)
     if alt: train_seeds = []
     tasks = _world_tasks('minecraft', d, train_seeds, val_seeds,
                          **(ALT_RENDER if alt else dict(render_scale=d.render_scale, resample='area')))
-    params = dict(source='minecraft', game=mc.game_fingerprint(), policy=mc.MINECRAFT_POLICY, tasks=tasks)
+    params = dict(source='minecraft', game=minecraft.game_fingerprint(), policy=minecraft.MINECRAFT_POLICY, tasks=tasks)
     def plan():                                      # only when the frames must be rendered: can the game run here?
-        mc.check_minecraft(progress); return tasks
+        minecraft.check_minecraft(progress); return tasks
     label = f'minecraft{"-alt" if alt else ""}-{d.width}x{d.height}'
     fs, _ = cached_frames(label, params, plan, d.cache_dir, d.workers, d.skip_bad, progress)
     return _world_splits(fs, 'minecraft-world-', train_seeds)
