@@ -23,7 +23,7 @@ from .checkpoint import save_checkpoint, load_latest, load_checkpoint, Checkpoin
 from .tracking import Tracker
 
 # %% auto #0
-__all__ = ['INCOMPATIBLE_SECTIONS', 'INCOMPATIBLE_FIELDS', 'NEUTRAL_SECTIONS', 'Precision', 'resolve_precision',
+__all__ = ['INCOMPATIBLE_SECTIONS', 'INCOMPATIBLE_FIELDS', 'NEUTRAL_SECTIONS', 'Precision', 'auto_amp', 'resolve_precision',
            'seed_everything', 'rng_state', 'set_rng_state', 'lr_at', 'SessionClock', 'Health', 'collapse_warnings',
            'weights_finite', 'config_differences', 'TrainingError', 'Trainer', 'train']
 
@@ -36,11 +36,16 @@ class Precision:
         if self.dtype is None: return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.dtype)
 
+def auto_amp(capability: tuple[int, int]) -> str:
+    "'bf16' on cards with bf16 tensor cores (compute capability 8.0+: A100, L4, H100), else 'fp16' with a scaler (a T4 is 7.5)."
+    # not torch.cuda.is_bf16_supported(): it counts emulation and says True on a T4, which then trains in slow bf16
+    return 'bf16' if tuple(capability) >= (8, 0) else 'fp16'
+
 def resolve_precision(amp: str, device: torch.device) -> Precision:
     if amp == 'off': return Precision(None, False)
     if amp == 'auto':
         if device.type != 'cuda': return Precision(None, False)
-        amp = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+        amp = auto_amp(torch.cuda.get_device_capability(device))
     dtype = torch.float16 if amp == 'fp16' else torch.bfloat16
     return Precision(dtype, dtype == torch.float16)
 
