@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vqtorch_baseline import vqtorch_tokenizer  # noqa: E402
 
+from vqvae_kaggle.augment import augmenting  # noqa: E402
 from vqvae_kaggle.config import Config, get_preset, apply_overrides, config_to_dict  # noqa: E402
 from vqvae_kaggle.data import load_splits, alt_val_frames  # noqa: E402
 from vqvae_kaggle.evaluate import (evaluate_model, lpips_metric, eval_markdown, reconstruct, reconstruct_unit,  # noqa: E402
@@ -58,7 +59,7 @@ def bench_configs(budget_minutes: float, device: str, seed_batch: int, lpips_ok:
         notes.append('LPIPS 0.3 (+0.05/5 epochs) dropped: its weights are unavailable here')
     # the seed had no collapse remedy: the trainer's (a dead-code restart when usage falls under 5%) is switched off
     notes.append("the trainer's collapse remedy switched off (run.collapse_min_usage=0), as in the seed")
-    if ours.data.aug_scale or ours.data.aug_blur or ours.data.aug_color: notes.append('no augmentations, as in the seed')
+    if augmenting(ours.data): notes.append('no augmentations, as in the seed')
     # the same frames, but not our augmentations (the seed had none)
     seed = replace(seed, name='seed-v2.1.0', data=replace(ours.data, aug_scale=0.0, aug_blur=0.0, aug_color=0.0),
                    run=replace(ours.run, collapse_min_usage=0.0), loss=loss,

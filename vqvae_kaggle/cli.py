@@ -15,6 +15,7 @@ from .frames import FrameError
 from .checkpoint import CheckpointError
 from .evaluate import run_eval, run_eval_many, eval_summary, load_tokenizer, resolve_device
 from .data import source_frames
+from .augment import augmenting
 from .model import encode_frames
 from .losses import LPIPSUnavailable
 from .train import Trainer, TrainingError
@@ -99,7 +100,7 @@ def presets_table() -> str:
     for n, c in PRESETS.items():
         frame, latent = f'{c.data.width}x{c.data.height}', f'{c.latent_grid[0]}x{c.latent_grid[1]}'
         codes = f'{c.quantizer.codebook_size}x{c.model.embed_dim}'
-        aug = 'on' if c.data.aug_scale or c.data.aug_blur or c.data.aug_color else '-'
+        aug = 'on' if augmenting(c.data) else '-'
         rows.append(f'{n:<13} {frame:<7} {latent:<6} {len(c.model.channels) - 1:<6} {codes:<11} {c.loss.lpips:<5g} '
                     f'{c.optim.batch_size:<5} {c.model.upsample:<9} {aug}')
     return '\n'.join(rows)

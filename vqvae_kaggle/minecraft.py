@@ -80,6 +80,13 @@ def world_spec(seed: int) -> dict:
 # %% ../nbs/01b_minecraft.ipynb #52abf2ca
 _GL_SIGNS = ('OpenGL', 'EGL', 'libGL', 'headless')
 
+def _run_game(args: list, home: str, progress: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+    "Run the game script with `args` in its own environment, isolated (`-I`), with `home` as its HOME."
+    # one rasteriser thread per world: the parallelism is across worlds (one process per core)
+    env = dict(os.environ, LP_NUM_THREADS=os.environ.get('LP_NUM_THREADS', '1'), HOME=home)
+    cmd = [minecraft_python(progress), '-I', GAME_SCRIPT, *args]
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=timeout)
+
 def render_minecraft_episode(seed: int, frames: int, width: int = 128, height: int = 72, render_scale: int = 2,
                              resample: str = 'area', skip_first: int = 20, frame_gap: int = 2, hud: bool = False,
                              progress: bool = False) -> FrameSet:
@@ -87,16 +94,13 @@ def render_minecraft_episode(seed: int, frames: int, width: int = 128, height: i
     if frames < 1 or frame_gap < 1 or skip_first < 0 or render_scale < 1:
         raise FrameError(f'render_minecraft_episode: need frames, frame_gap, render_scale >= 1 and skip_first >= 0; '
                          f'got {frames}, {frame_gap}, {render_scale}, {skip_first}')
-    py, spec = minecraft_python(progress), world_spec(seed)
+    spec = world_spec(seed)
     with tempfile.TemporaryDirectory(prefix='vqvae-minecraft-') as tmp:
         out = Path(tmp) / 'episode.npz'
-        cmd = [py, '-I', GAME_SCRIPT, '--seed', seed, '--frames', frames, '--width', width * render_scale,
-               '--height', height * render_scale, '--frame-gap', frame_gap, '--skip-first', skip_first,
-               '--world-type', spec['world_type'], '--world-size', spec['world_size'], '--theme', spec['theme'],
-               '--hud', int(hud), '--out', out]
-        # one rasteriser thread per world: the parallelism is across worlds (one process per core)
-        env = dict(os.environ, LP_NUM_THREADS=os.environ.get('LP_NUM_THREADS', '1'), HOME=tmp)
-        p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+        p = _run_game(['--seed', seed, '--frames', frames, '--width', width * render_scale,
+                       '--height', height * render_scale, '--frame-gap', frame_gap, '--skip-first', skip_first,
+                       '--world-type', spec['world_type'], '--world-size', spec['world_size'], '--theme', spec['theme'],
+                       '--hud', int(hud), '--out', out], tmp, progress)
         if p.returncode != 0 or not out.exists():
             tail = '\n'.join(p.stderr.strip().splitlines()[-5:])
             cls = MinecraftUnavailable if any(s in tail for s in _GL_SIGNS) else FrameError
@@ -121,10 +125,8 @@ def render_minecraft(seeds, frames_per_episode: int = 160, width: int = 128, hei
 
 def check_minecraft(progress: bool = True) -> str:
     "The OpenGL renderer the game gets on this machine (creating the game's environment if needed); `MinecraftUnavailable` if none."
-    py = minecraft_python(progress)
     with tempfile.TemporaryDirectory(prefix='vqvae-minecraft-') as tmp:
-        p = subprocess.run([str(py), '-I', str(GAME_SCRIPT), '--check'], capture_output=True, text=True,
-                           env=dict(os.environ, HOME=tmp), timeout=300)
+        p = _run_game(['--check'], tmp, progress, timeout=300)
     if p.returncode != 0:
         tail = ' '.join(p.stderr.strip().splitlines()[-2:]) or f'exit code {p.returncode}'
         raise MinecraftUnavailable(f'the game cannot open a headless OpenGL context: {tail}\nFix: {OPENGL_FIX}')
