@@ -1,5 +1,6 @@
 """Shared fixtures: every tool that writes to a home folder is pointed at a temporary one, wandb is offline."""
-import os, numpy as np, pytest
+import math as _math, os, numpy as np, pytest
+import vqvae_kaggle.train as train_mod
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):
@@ -23,3 +24,29 @@ def synthetic_frames(n, height, width, seed=0, episodes=4):
 
 @pytest.fixture
 def make_frames(): return synthetic_frames
+
+
+# -- a deadline at a chosen step ----------------------------------------------------------------------------------
+class StepDeadline(train_mod.SessionClock):
+    """The trainer's own clock, except that its deadline arrives after `limit` training steps of the session instead of
+    after so many seconds: the deadline path of `Trainer.fit` (should_stop -> 'deadline' -> checkpoint) at a
+    deterministic step."""
+    limit = None
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.steps = 0
+
+    def record_step(self, seconds):
+        super().record_step(seconds)
+        self.steps += 1
+
+    def remaining(self):
+        return -1.0 if self.limit is not None and self.steps >= self.limit else _math.inf
+
+
+@pytest.fixture
+def step_deadline(monkeypatch):
+    monkeypatch.setattr(train_mod, 'SessionClock', StepDeadline)
+    monkeypatch.setattr(StepDeadline, 'limit', None)
+    return StepDeadline

@@ -1,5 +1,5 @@
 "Integration tests of vqvae_kaggle.data: parallel extraction into the cache, reuse, and the loader on a GPU."
-import json, os, tempfile, warnings
+import hashlib, json, logging, mmap, os, tempfile, warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 from vqvae_kaggle.config import Config, DataConfig
-from vqvae_kaggle.data import BatchLoader, load_splits, load_cache_entry
+from vqvae_kaggle import data as data_mod
+from vqvae_kaggle.data import (BatchLoader, CacheError, FRAMES_FILE, FRAMES_RECORD, cached_frames, load_cache_entry,
+                               load_splits)
 
 
 def crafter_cfg(tmp_path, **kw):
@@ -34,6 +36,8 @@ def test_crafter_parallel_extraction_cached_and_reused(tmp_path):
     train2, val2 = load_splits(cfg, progress=False)
     np.testing.assert_array_equal(train2.frames, train.frames)
     np.testing.assert_array_equal(val2.frames, val.frames)
+    # Both splits are views of the entry's one mapped file (the training worlds come first): no copy in memory.
+    assert mapped_file(train2.frames) == mapped_file(val2.frames) == (entries[0] / FRAMES_FILE).resolve()
     assert [p.name for p in (tmp_path / 'cache').iterdir()] == [entries[0].name]
 
 
@@ -65,14 +69,126 @@ def test_batchloader_gpu_resident_and_streamed_give_the_same_batches():
     cpu = BatchLoader(frames, **kw)
     gpu = BatchLoader(frames, device='cuda', resident=True, **kw)
     streamed = BatchLoader(frames, device='cuda', resident=False, **kw)
-    assert gpu.data.is_cuda and not streamed.data.is_cuda
+    assert gpu.data.is_cuda and streamed.data is None
+    path = Path(tempfile.mkdtemp()) / 'frames.npy'; np.save(path, frames)
+    mapped = BatchLoader(np.load(path, mmap_mode='c'), device='cuda', resident=False, **kw)   # streamed from a mapped file
     for epoch in (0, 1):
-        for a, b, c in zip(cpu.epoch_batches(epoch), gpu.epoch_batches(epoch), streamed.epoch_batches(epoch)):
-            assert b.is_cuda and c.is_cuda and b.dtype == torch.uint8
-            assert torch.equal(a, b.cpu()) and torch.equal(a, c.cpu())
+        for a, b, c, d in zip(cpu.epoch_batches(epoch), gpu.epoch_batches(epoch), streamed.epoch_batches(epoch),
+                              mapped.epoch_batches(epoch), strict=True):
+            assert b.is_cuda and c.is_cuda and d.is_cuda and b.dtype == torch.uint8
+            assert torch.equal(a, b.cpu()) and torch.equal(a, c.cpu()) and torch.equal(a, d.cpu())
     tail = list(gpu.epoch_batches(1, start_step=3))
     full = list(streamed.epoch_batches(1))
     assert all(torch.equal(x, y) for x, y in zip(tail, full[3:])) and len(tail) == len(full) - 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The memory-mapped cache: one file per entry, mapped by every process; the loader reads batches from it in place.
+
+def mapped_file(a):
+    "The file that `a` is a view of a memory map of, else None (follows numpy's chain of bases)."
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap): return Path(a.filename)
+        a = a.base
+    return None
+
+
+def array_cache(tmp_path, parts=3, frames=11, seed=0):
+    "A cache entry of `parts` frame-array tasks of random frames; return the entry and all its frames, in memory."
+    rng = np.random.default_rng(seed)
+    arrays = [rng.integers(0, 256, (frames, 6, 8, 3), dtype=np.uint8) for _ in range(parts)]
+    for i, a in enumerate(arrays): np.save(tmp_path / f'part{i}.npy', a)
+    tasks = [dict(kind='array', path=str(tmp_path / f'part{i}.npy'), width=8, height=6) for i in range(parts)]
+    cached_frames('mm', {'source': 'parts'}, tasks, tmp_path / 'cache', workers=1, progress=False)
+    return next((tmp_path / 'cache').iterdir()), np.concatenate(arrays)
+
+
+def test_memory_mapped_cache_gives_the_same_batches(tmp_path):
+    entry, in_ram = array_cache(tmp_path)
+    fs, _ = load_cache_entry(entry)
+    assert isinstance(fs.frames, np.memmap) and mapped_file(fs.frames) == (entry / FRAMES_FILE).resolve()
+    np.testing.assert_array_equal(fs.frames, in_ram)
+    for world_size in (1, 2, 3):
+        for rank in range(world_size):
+            kw = dict(batch_size=4, seed=3, hflip=True, rank=rank, world_size=world_size)
+            old = BatchLoader(in_ram, resident=True, **kw)    # the frames held in memory, channels first: the loader as it was
+            new = BatchLoader(fs.frames, **kw)
+            assert new.data is None and np.shares_memory(new.host.numpy(), fs.frames)   # batches are read from the file
+            for epoch in range(3):
+                a, b = list(old.epoch_batches(epoch)), list(new.epoch_batches(epoch))
+                assert len(a) == len(b) == new.steps_per_epoch > 0
+                assert all(torch.equal(x, y) and y.is_contiguous() for x, y in zip(a, b))
+                flips = new.flips(epoch)
+                for idx, y in zip(new.batch_indices(epoch), b):                   # and they are the frames they should be
+                    want = in_ram[idx.numpy()].copy()
+                    want[flips[idx].numpy()] = want[flips[idx].numpy()][:, :, ::-1]
+                    assert torch.equal(y, torch.from_numpy(want).permute(0, 3, 1, 2))
+                assert all(torch.equal(x, y) for x, y in zip(new.epoch_batches(epoch, start_step=1), b[1:], strict=True))
+
+
+def test_splits_of_a_mapped_cache_stay_mapped(tmp_path):
+    np.save(tmp_path / 'one.npy', np.random.default_rng(1).integers(0, 256, (20, 6, 8, 3), dtype=np.uint8))
+    cfg = Config(data=DataConfig(source=str(tmp_path / 'one.npy'), width=8, height=6, val_fraction=0.25,
+                                 cache_dir=str(tmp_path / 'cache'), workers=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')                   # a single episode: split into contiguous blocks, with a warning
+        train, val = load_splits(cfg, progress=False)
+    entry = next((tmp_path / 'cache').iterdir())
+    assert (len(train), len(val)) == (15, 5)
+    assert mapped_file(train.frames) == mapped_file(val.frames) == (entry / FRAMES_FILE).resolve()
+    loader = BatchLoader(train.frames, 4, seed=0)
+    assert loader.data is None and np.shares_memory(loader.host.numpy(), train.frames)
+
+
+def test_loading_twice_maps_the_same_file_and_reads_no_shard(tmp_path, monkeypatch):
+    entry, in_ram = array_cache(tmp_path)
+    reads, real = [], data_mod._load_npy
+    monkeypatch.setattr(data_mod, '_load_npy', lambda path, *a: reads.append(path.name) or real(path, *a))
+    a, b = load_cache_entry(entry)[0], load_cache_entry(entry)[0]      # e.g. two ranks on one machine
+    assert reads == [] and mapped_file(a.frames) == mapped_file(b.frames) == (entry / FRAMES_FILE).resolve()
+    assert sorted(p.name for p in entry.iterdir()) == sorted([*(f'00000{i}.{x}' for i in range(3) for x in ('json', 'npy')),
+                                                               FRAMES_FILE, FRAMES_RECORD, 'manifest.json', 'plan.json'])
+    record = json.loads((entry / FRAMES_RECORD).read_text())
+    assert record['sha256'] == hashlib.sha256((entry / FRAMES_FILE).read_bytes()).hexdigest()
+    assert record['bytes'] == (entry / FRAMES_FILE).stat().st_size
+
+
+def damage(path, offset, data, keep_time=False):
+    "Overwrite bytes of `path` (negative `offset`: from its end), then give it back its old time or a later one."
+    st = path.stat()
+    with open(path, 'r+b') as f: f.seek(offset, 0 if offset >= 0 else 2); f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + (0 if keep_time else 10**9)))
+
+
+def test_damaged_frames_file_is_rewritten_from_the_shards_never_served(tmp_path, caplog):
+    entry, in_ram = array_cache(tmp_path)
+    copy = entry / FRAMES_FILE
+    def loads_right(**kw):
+        fs, _ = load_cache_entry(entry, **kw)
+        return isinstance(fs.frames, np.memmap) and np.array_equal(fs.frames, in_ram)
+    with caplog.at_level(logging.WARNING, logger='vqvae_kaggle.data'):
+        with open(copy, 'r+b') as f: f.truncate(copy.stat().st_size - 100)
+        assert loads_right()                                                     # truncated
+        damage(copy, -7, b'\xff' * 7); assert loads_right()                      # edited after it was written
+        damage(copy, 0, b'\x93NUMPY\x09', keep_time=True); assert loads_right()  # header unreadable, size and time as recorded
+        damage(copy, -7, b'\xff' * 7, keep_time=True); assert loads_right(verify=True)   # bit rot: caught by the hash
+    assert sum(FRAMES_FILE in r.getMessage() for r in caplog.records) == 4
+    os.utime(copy); assert loads_right()                                         # touched, unchanged: hashed, time recorded
+    assert json.loads((entry / FRAMES_RECORD).read_text())['mtime_ns'] == copy.stat().st_mtime_ns
+    # A damaged copy with a damaged shard behind it: an error that names the shard, never wrong frames.
+    damage(copy, -7, b'\0' * 7); damage(entry / '000001.npy', -7, b'\0' * 7)
+    with pytest.raises(CacheError, match='000001.npy: shard is damaged'): load_cache_entry(entry)
+
+
+def test_unwritable_cache_is_read_into_memory(tmp_path, monkeypatch, caplog):
+    entry, in_ram = array_cache(tmp_path)
+    (entry / FRAMES_FILE).unlink()
+    def read_only(*a): raise OSError(30, 'Read-only file system')
+    monkeypatch.setattr(data_mod, '_write_frames_file', read_only)
+    with caplog.at_level(logging.WARNING, logger='vqvae_kaggle.data'):
+        fs, _ = load_cache_entry(entry)
+    assert mapped_file(fs.frames) is None and np.array_equal(fs.frames, in_ram)
+    assert 'Read-only file system' in caplog.text and 'holding the frames in memory' in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from vqvae_kaggle.losses import lpips_weight
 
 LATENT = {'v1.0': (16, 16), 'v1.0.1': (16, 16), 'v1.0.1-lpips': (16, 16), 'v2.0': (16, 9), 'v2.0.1': (16, 9),
           'v2.0.2': (16, 9), 'v2.0.3': (16, 9), 'v2.0.4': (16, 9), 'v2.0.5': (16, 9), 'v2.1.0': (32, 18),
-          'default': (32, 18), 'cpu': (32, 18)}
+          'default': (32, 18), 't4x2': (32, 18), 'h100': (32, 18), 'cpu': (32, 18)}
 
 def test_every_preset_is_checked():
     assert set(LATENT) == set(PRESETS)
@@ -18,7 +18,8 @@ def test_preset_builds_and_trains_one_step(name, tmp_path, make_frames):
     # one step at the preset's own frame size and architecture; tiny batch, LPIPS wiring with a random
     # backbone where the preset asks for LPIPS (no AlexNet weights offline), wandb off
     cfg = apply_overrides(cfg, ['optim.batch_size=2', 'run.wandb=disabled', 'run.val_frames=2', 'run.sample_frames=2',
-                                'run.budget_minutes=none', 'run.epochs=1', 'run.steps_per_epoch=1'])
+                                'run.budget_minutes=none', 'run.epochs=1', 'run.steps_per_epoch=1',
+                                'loss.lpips_start=0'])   # LPIPS from the first step, to check its wiring
     h, w = cfg.data.height, cfg.data.width
     splits = (make_frames(4, h, w, seed=1), make_frames(2, h, w, seed=2))
     lpips_model = None

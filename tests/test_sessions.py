@@ -22,36 +22,12 @@ W, H = 32, 24
 # a model small enough for a few dozen CPU steps per second; one thread (the test machine has two cores)
 TINY = ['model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=32', 'optim.batch_size=4',
         'optim.warmup_steps=2', 'run.wandb=disabled', 'run.val_frames=4', 'run.sample_frames=2', 'run.threads=1',
-        'run.budget_minutes=none', f'data.width={W}', f'data.height={H}', 'run.log_every=1']   # the cpu preset has no LPIPS
+        'run.budget_minutes=none', f'data.width={W}', f'data.height={H}', 'run.log_every=1',
+        'run.checkpoint_every_steps=6']   # the cpu preset has no LPIPS; a checkpoint every 6 steps (one epoch of 24 frames)
 
 
 def splits(make_frames, n_train=24):
     return make_frames(n_train, H, W, seed=1), make_frames(8, H, W, seed=2)
-
-
-class StepDeadline(train_mod.SessionClock):
-    """The trainer's own clock, except that its deadline arrives after `limit` training steps of the session instead of
-    after so many seconds: the deadline path of `Trainer.fit` (should_stop -> 'deadline' -> checkpoint) at a
-    deterministic step."""
-    limit = None
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.steps = 0
-
-    def record_step(self, seconds):
-        super().record_step(seconds)
-        self.steps += 1
-
-    def remaining(self):
-        return -1.0 if self.limit is not None and self.steps >= self.limit else math.inf
-
-
-@pytest.fixture
-def step_deadline(monkeypatch):
-    monkeypatch.setattr(train_mod, 'SessionClock', StepDeadline)
-    monkeypatch.setattr(StepDeadline, 'limit', None)
-    return StepDeadline
 
 
 def tiny_cfg(paths, epochs, *extra):

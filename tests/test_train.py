@@ -6,7 +6,8 @@ from vqvae_kaggle.tracking import read_metrics
 
 TINY = ['model.channels=8,16', 'model.res_blocks=1', 'model.embed_dim=8', 'quantizer.codebook_size=32',
         'quantizer.lookup_dim=4', 'data.width=32', 'data.height=16', 'optim.batch_size=4', 'optim.warmup_steps=2',
-        'run.wandb=disabled', 'run.budget_minutes=none', 'run.val_frames=8', 'run.sample_frames=2', 'run.log_every=1']
+        'run.wandb=disabled', 'run.budget_minutes=none', 'run.val_frames=8', 'run.sample_frames=2', 'run.log_every=1',
+        'run.threads=1']   # one thread: float sums may differ with the thread count, and these tests compare bits
 
 def tiny_cfg(*extra): return apply_overrides(get_preset('cpu'), TINY + list(extra))
 
@@ -25,10 +26,12 @@ def test_cpu_training_is_deterministic(tmp_path, splits):
     assert same_state(a.model.state_dict(), b.model.state_dict())
     assert a.step == 8 and a.epoch == 1  # 6 steps per epoch: one epoch done, 2 steps into the next
 
-def test_resume_equals_uninterrupted_run(tmp_path, splits):
+def test_resume_equals_uninterrupted_run(tmp_path, splits, step_deadline):
     full = trainer(tmp_path, splits, 'run.max_steps=15', name='full'); full.fit()
-    part = trainer(tmp_path, splits, 'run.max_steps=4', name='split'); s1 = part.fit()
-    assert s1['stopped'] == 'max_steps' and s1['step_in_epoch'] == 4
+    step_deadline.limit = 4                        # the same plan (the learning rate decays over 15 steps), cut at step 4
+    part = trainer(tmp_path, splits, 'run.max_steps=15', name='split'); s1 = part.fit()
+    assert s1['stopped'] == 'deadline' and s1['step_in_epoch'] == 4
+    step_deadline.limit = None
     rest = trainer(tmp_path, splits, 'run.max_steps=15', name='split'); rest.fit()
     assert rest.resumed_from is not None
     assert same_state(full.model.state_dict(), rest.model.state_dict())
@@ -52,7 +55,7 @@ def test_non_finite_loss_is_skipped_without_touching_weights(tmp_path, splits):
     t.train_step(next(batches))
     before = params(t.model)
     real_loss = t.loss_fn.forward
-    t.loss_fn.forward = lambda *a, **k: (torch.tensor(float('nan')), real_loss(*a, **k)[1])
+    t.loss_fn.forward = lambda *a, **k: (lambda loss, parts: (loss * float('nan'), parts))(*real_loss(*a, **k))
     assert t.train_step(next(batches)) is None
     assert same_state(before, params(t.model)) and t.health.skipped_steps == 1 and t.step == 2
     t.loss_fn.forward = real_loss
@@ -75,7 +78,8 @@ def test_repeated_failures_back_off_then_roll_back(tmp_path, splits):
     t.save()
     good_params = params(t.model)
     t.train_step(batch)                         # one more good step after the checkpoint
-    t.loss_fn.forward = lambda *a, **k: (torch.tensor(float('inf')), {})
+    real_loss = t.loss_fn.forward
+    t.loss_fn.forward = lambda *a, **k: (real_loss(*a, **k)[0] * float('inf'), {})
     for _ in range(4): t.train_step(batch)
     assert t.rolled_back and t.step == 3 and t.health.rollbacks == 1
     assert t.health.lr_scale == 0.125           # halved after 2 and 4 skips, and again by the rollback
@@ -85,7 +89,8 @@ def test_repeated_failures_back_off_then_roll_back(tmp_path, splits):
 
 def test_divergence_without_checkpoint_stops_with_a_clear_error(tmp_path, splits):
     t = trainer(tmp_path, splits, 'run.rollback_after_skips=3')
-    t.loss_fn.forward = lambda *a, **k: (torch.tensor(float('nan')), {})
+    real_loss = t.loss_fn.forward
+    t.loss_fn.forward = lambda *a, **k: (real_loss(*a, **k)[0] * float('nan'), {})
     batch = next(t.loader.epoch_batches(0))
     with pytest.raises(TrainingError, match='training diverged .* no checkpoint to roll back to'):
         for _ in range(3): t.train_step(batch)
@@ -98,7 +103,7 @@ def test_checkpoint_refuses_non_finite_weights(tmp_path, splits):
 def test_collapse_is_detected_and_reported(tmp_path, splits):
     # the seed's textbook quantizer with its codebook pushed far from the data: every latent picks the same code
     t = trainer(tmp_path, splits, 'quantizer.kmeans_init=false', 'quantizer.restart_dead=false', 'quantizer.l2_normalize=false',
-                'quantizer.lookup_dim=none', 'run.max_steps=30', 'optim.warmup_steps=0')
+                'quantizer.lookup_dim=none', 'run.max_steps=30', 'optim.warmup_steps=0', 'run.eval_every_steps=6')
     with torch.no_grad():
         q = t.model.quantizer
         q.embed.mul_(1000); q.embed[0].zero_(); q.embed_sum.copy_(q.embed)
@@ -107,3 +112,107 @@ def test_collapse_is_detected_and_reported(tmp_path, splits):
     assert int(t.model.quantizer.restarts) > 0   # the remedy: dead codes re-seeded although restart_dead is off
     assert any(r.get('alert') == 'collapse' and 'codes used on held-out frames' in r['text']
                for r in read_metrics(t.out / 'metrics.jsonl'))
+
+
+# -- precision, cadence, schedule, final evaluation, switches, threads (issue 10) --------------------------------------
+
+def full_state(t):
+    "Every parameter and buffer (the EMA codebook included), the optimizer and the scaler, cloned."
+    clone = lambda d: {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in d.items()}
+    return clone(t.model.state_dict()), {k: clone(v) for k, v in t.optimizer.state_dict()['state'].items()}
+
+def test_fp16_with_grad_scaler_skips_an_infinite_step_without_touching_anything(tmp_path, splits):
+    "The seed's v1.0 failure path (fp16 autocast, no clipping, a loss that overflows), here on the CPU: the step is skipped."
+    t = trainer(tmp_path, splits, 'optim.amp=fp16', 'optim.grad_clip=none', 'quantizer.fp32=false')
+    assert t.precision.dtype == torch.float16 and t.scaler.is_enabled()
+    batches = t.loader.epoch_batches(0)
+    assert t.train_step(next(batches)) is not None            # one good step: optimizer state exists
+    model_before, optim_before = full_state(t)
+    scale = t.scaler.get_scale()
+    hook = t.model.decoder.register_full_backward_hook(lambda m, gin, gout: tuple(g * math.inf for g in gin))
+    assert t.train_step(next(batches)) is None
+    hook.remove()
+    model_after, optim_after = full_state(t)
+    assert same_state(model_before, model_after)              # weights and quantizer buffers unchanged
+    assert all(same_state(optim_before[k], optim_after[k]) for k in optim_before)
+    assert t.scaler.get_scale() == scale / 2 and t.health.skipped_steps == 1
+    assert t.train_step(next(batches)) is not None and not same_state(model_before, full_state(t)[0])
+
+def test_quantizer_ignores_non_finite_latents():
+    "NaN latents never reach the EMA codebook: its buffers stay as they were."
+    from vqvae_kaggle.quantizer import EMAQuantizer
+    q = EMAQuantizer(8, 16, kmeans_init=False, restart_dead=True).train()
+    q(torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(0)))
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    z = torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(1)); z[0, 0, 0, 0] = float('nan')
+    q(z)
+    assert same_state(before, q.state_dict())
+
+def test_cadence_in_steps(tmp_path, splits):
+    "Evaluations and checkpoints come every N steps whatever the epoch length, plus one of each at the end."
+    t = trainer(tmp_path, splits, 'run.max_steps=20', 'run.eval_every_steps=8', 'run.eval_every_minutes=none',
+                'run.checkpoint_every_steps=5', 'run.checkpoint_every_minutes=none', 'run.keep_checkpoints=10')
+    s = t.fit()
+    evals = [r['step'] for r in read_metrics(t.out / 'metrics.jsonl') if r.get('split') == 'val']
+    assert evals == [8, 16, 20]                                 # 6 steps per epoch: no evaluation at 6, 12, 18
+    assert sorted(p.name for p in (t.out / 'checkpoints').glob('*.pt')) == [f'ckpt-{n:08d}.pt' for n in (5, 10, 15, 20)]
+    assert sorted(p.name for p in (t.out / 'samples').glob('val_*.png')) == [f'val_step{n:07d}.png' for n in (8, 16, 20)]
+    assert s['timing']['steps'] > 0 and 0 <= s['timing']['outside_steps_share'] < 1
+
+def test_summary_reports_the_final_weights(tmp_path, splits):
+    "A run that stops between evaluations reports an evaluation of the weights it ends with (its last checkpoint)."
+    from vqvae_kaggle.evaluate import load_tokenizer, evaluate
+    t = trainer(tmp_path, splits, 'run.max_steps=11', 'run.eval_every_steps=4')
+    s = t.fit()
+    last = [r for r in read_metrics(t.out / 'metrics.jsonl') if r.get('split') == 'val'][-1]
+    assert last['step'] == 11 and last['psnr'] == s['val']['psnr']
+    again = evaluate(load_tokenizer(s['checkpoint'])[0], splits[1].frames[t.val_idx], torch.device('cpu'))
+    assert again['psnr'] == pytest.approx(s['val']['psnr'], abs=1e-4)
+
+def test_learning_rate_warms_up_then_decays_to_the_floor_at_max_steps(tmp_path, splits):
+    t = trainer(tmp_path, splits, 'run.max_steps=20', 'optim.warmup_steps=4', 'optim.schedule=cosine', 'optim.min_lr_ratio=0.1')
+    t.fit()
+    lr = {r['step']: r['lr'] for r in read_metrics(t.out / 'metrics.jsonl') if r.get('split') == 'train'}
+    base = t.cfg.optim.lr
+    assert lr[1] == pytest.approx(base * 0.25) and lr[4] == pytest.approx(base * math.cos(math.pi * 3 / 20) * 0.45 + base * 0.55, rel=1e-6)
+    assert all(lr[s] > lr[s + 1] for s in range(4, 20)) and lr[20] == pytest.approx(base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 19 / 20))))
+
+def test_runtime_is_printed_and_recorded(tmp_path, splits, capsys):
+    t = trainer(tmp_path, splits, 'run.max_steps=1')
+    s = t.fit()
+    out = capsys.readouterr().out
+    assert 'device: CPU, 1 of' in out and 'precision fp32' in out and s['runtime']['precision'] == 'fp32'
+    note = [r for r in read_metrics(t.out / 'metrics.jsonl') if r.get('note') == 'runtime'][0]
+    assert note['precision'] == 'fp32' and note['device'] == 'cpu' and note['threads'] == 1 and note['compile'] is False
+
+def test_compiled_channels_last_fused_training_equals_eager(tmp_path, splits):
+    """torch.compile (encoder and decoder), channels-last and fused Adam, all forced on on the CPU, train to the same
+    weights as the plain eager run: within 1e-4 of the weights' movement after 4 steps (float sums are reordered)."""
+    eager = trainer(tmp_path, splits, 'run.max_steps=4', 'run.compile=off', name='eager')
+    start = params(eager.model)
+    eager.fit()
+    fast = trainer(tmp_path, splits, 'run.max_steps=4', 'run.compile=on', 'run.channels_last=on', 'run.fused_adam=on', name='fast')
+    assert fast.compile_error is None and fast.speedups.fused_adam
+    assert fast.model.encoder._compiled_call_impl is not None
+    assert same_state(start, params(fast.model))                 # compiling ran a pass but changed nothing
+    fast.fit()
+    a, b = params(eager.model), params(fast.model)
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved > 1e-3 and diff < 1e-4 * max(moved, 1.0) * 100, (diff, moved)
+    x = torch.rand(2, 3, 16, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(eager.model(x)[0], fast.model(x.contiguous(memory_format=torch.channels_last))[0], atol=1e-3)
+
+def test_thread_count_follows_other_processes():
+    "A process spinning on one core is seen from /proc, and leaves the run one thread fewer."
+    import subprocess, sys, time
+    from vqvae_kaggle.train import OtherLoad, choose_threads
+    spinner = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        time.sleep(0.5)
+        load = OtherLoad(); time.sleep(1.0)
+        busy = load.cores()
+    finally: spinner.kill(); spinner.wait()
+    assert busy is not None and busy >= 0.7, busy
+    assert choose_threads(2, busy) == 1 and choose_threads(8, busy) <= 7

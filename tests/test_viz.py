@@ -146,8 +146,8 @@ def test_read_metrics_errors_name_file_and_line(tmp_path):
 
 def make_run(tmp_path):
     for split, epochs in (('train', (1, 2, 10)), ('val', (2, 10))):
-        for e in epochs: save_grid(sample_grid(batch(2, 16, 16, seed=e)), tmp_path / 'samples' / f'{split}_epoch{e:04d}.png')
-    (tmp_path / 'samples' / 'val_epoch0003.png.tmp').write_bytes(b'')
+        for e in epochs: save_grid(sample_grid(batch(2, 16, 16, seed=e)), tmp_path / 'samples' / f'{split}_step{e:07d}.png')
+    (tmp_path / 'samples' / 'val_step0000003.png.tmp').write_bytes(b'')
     return tmp_path
 
 
@@ -156,7 +156,7 @@ def test_browse_grids_headless(tmp_path, capsys):
     found = browse_grids(run)
     assert {s: [e for e, _ in v] for s, v in found.items()} == {'train': [1, 2, 10], 'val': [2, 10]}
     out = capsys.readouterr().out
-    assert 'train: epoch 10 (train_epoch0010.png); also epochs [1, 2]' in out and 'val: epoch 10' in out
+    assert 'train: step 10 (train_step0000010.png); also steps [1, 2]' in out and 'val: step 10' in out
     assert sample_grids(tmp_path / 'nothing') == {}
 
 

@@ -18,10 +18,10 @@ from . import minecraft
 from .minecraft import MinecraftUnavailable, OPENGL_FIX
 
 # %% auto #0
-__all__ = ['logger', 'CACHE_FORMAT', 'VAL_SEED0', 'CRAFTER_VAL_SEED0', 'ALT_RENDER', 'RENDERED_SOURCES', 'CacheError',
-           'params_key', 'build_cache_entry', 'load_cache_entry', 'default_workers', 'cached_frames', 'split_episodes',
-           'crafter_seeds', 'minecraft_seeds', 'source_fingerprint', 'source_frames', 'load_splits', 'alt_val_frames',
-           'BatchLoader', 'make_loader']
+__all__ = ['logger', 'CACHE_FORMAT', 'FRAMES_FILE', 'FRAMES_RECORD', 'VAL_SEED0', 'CRAFTER_VAL_SEED0', 'ALT_RENDER',
+           'RENDERED_SOURCES', 'CacheError', 'params_key', 'build_cache_entry', 'load_cache_entry', 'default_workers',
+           'cached_frames', 'split_episodes', 'crafter_seeds', 'minecraft_seeds', 'source_fingerprint', 'source_frames',
+           'load_splits', 'alt_val_frames', 'BatchLoader', 'make_loader']
 
 # %% ../nbs/02_data.ipynb #0956a9b6
 logger = logging.getLogger('vqvae_kaggle.data')
@@ -113,36 +113,35 @@ def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_b
     return entry
 
 # %% ../nbs/02_data.ipynb #182e423b
-def load_cache_entry(entry) -> tuple[FrameSet, dict]:
-    "The frames and manifest of a finished cache entry; `CacheError` if it is incomplete or damaged."
+FRAMES_FILE = 'frames.u8.npy'    # all frames of an entry in one file, memory-mapped by every process that trains on them
+FRAMES_RECORD = 'frames.u8.json' # its SHA-256, size and modification time when written, and the manifest it was written for
+
+def load_cache_entry(entry, verify: bool = False) -> tuple[FrameSet, dict]:
+    "The frames (memory-mapped) and manifest of a finished cache entry; `CacheError` if it is incomplete or damaged."
     entry = Path(entry)
     m = _read_json(entry/'manifest.json')
     if not isinstance(m, dict): raise CacheError(f'{entry}: no readable manifest.json')
     try:
         if m['format'] != CACHE_FORMAT: raise CacheError(f"{entry}: cache format {m['format']}, expected {CACHE_FORMAT}")
-        shards, shape = m['shards'], tuple(m['frame_shape'])
+        shards = m['shards']
         if hashlib.sha256(''.join(s['sha256'] for s in shards).encode()).hexdigest() != m['content_hash']:
             raise CacheError(f'{entry}: content hash does not match the shard list')
-        out = np.empty((m['counts']['frames'], *shape), np.uint8)
-        names, episodes, pos = {}, [], 0
-        # actions are kept only when every shard recorded them under the same column names
-        with_actions = bool(shards) and all('actions' in s for s in shards) and len({tuple(s['actions']['names']) for s in shards}) == 1
-        actions = []
+        if sum(s['frames'] for s in shards) != m['counts']['frames']:
+            raise CacheError(f"{entry}: shards hold {sum(s['frames'] for s in shards)} frames, manifest says {m['counts']['frames']}")
+        for s in shards:           # the shards are the entry (the mapped copy is made from them): all there, by size (cheap)
+            if not (entry/s['file']).is_file() or (entry/s['file']).stat().st_size != s['bytes']:
+                raise CacheError(f"{entry/s['file']}: shard is missing or damaged (size differs from the manifest)")
+        frames = _mapped_frames(entry, m, verify)
+        if frames is None: frames = _frames_in_memory(entry, m)
+        names, episodes = {}, []
         for s in shards:
-            arr = _load_npy(entry/s['file'], s['bytes'], s['sha256'])
-            if arr.shape != (s['frames'], *shape) or arr.dtype != np.uint8:
-                raise CacheError(f'{entry/s["file"]}: shard holds {arr.dtype} {arr.shape}, manifest says uint8 {(s["frames"], *shape)}')
-            out[pos:pos + len(arr)] = arr; pos += len(arr)
             for name, count in s['episodes']: episodes.append(np.full(count, names.setdefault(name, len(names)), np.int64))
-            if with_actions:
-                a = s['actions']; acts = _load_npy(entry/a['file'], a['bytes'], a['sha256'])
-                if acts.shape != (s['frames'], len(a['names'])):
-                    raise CacheError(f'{entry/a["file"]}: holds actions {acts.shape}, manifest says {(s["frames"], len(a["names"]))}')
-                actions.append(acts)
-        if pos != len(out): raise CacheError(f'{entry}: shards hold {pos} frames, manifest says {len(out)}')
+        # actions (small) are read from the shards; kept only when every shard recorded them under the same column names
+        with_actions = bool(shards) and all('actions' in s for s in shards) and len({tuple(s['actions']['names']) for s in shards}) == 1
+        actions = [_shard_actions(entry, s) for s in shards] if with_actions else None
     except (KeyError, TypeError, ValueError) as e:
         raise CacheError(f'{entry}: malformed manifest or shard ({type(e).__name__}: {e})') from None
-    return FrameSet(out, np.concatenate(episodes) if episodes else np.zeros(0, np.int64), list(names),
+    return FrameSet(frames, np.concatenate(episodes) if episodes else np.zeros(0, np.int64), list(names),
                     np.concatenate(actions) if with_actions else None, shards[0]['actions']['names'] if with_actions else None), m
 
 def _load_npy(path: Path, size: int, sha256: str) -> np.ndarray:
@@ -152,6 +151,90 @@ def _load_npy(path: Path, size: int, sha256: str) -> np.ndarray:
     if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
         raise CacheError(f'{path}: shard is damaged (size or SHA-256 differs from the manifest)')
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+def _shard_frames(entry: Path, m: dict):
+    "Yield the frames of each shard of `entry` in order, each checked against the manifest."
+    shape = tuple(m['frame_shape'])
+    for s in m['shards']:
+        arr = _load_npy(entry/s['file'], s['bytes'], s['sha256'])
+        if arr.shape != (s['frames'], *shape) or arr.dtype != np.uint8:
+            raise CacheError(f'{entry/s["file"]}: shard holds {arr.dtype} {arr.shape}, manifest says uint8 {(s["frames"], *shape)}')
+        yield arr
+
+def _shard_actions(entry: Path, s: dict) -> np.ndarray:
+    a = s['actions']; acts = _load_npy(entry/a['file'], a['bytes'], a['sha256'])
+    if acts.shape != (s['frames'], len(a['names'])):
+        raise CacheError(f'{entry/a["file"]}: holds actions {acts.shape}, manifest says {(s["frames"], len(a["names"]))}')
+    return acts
+
+def _frames_in_memory(entry: Path, m: dict) -> np.ndarray:
+    "All frames of `entry` in one in-memory array: where the one-file copy cannot be written."
+    out, pos = np.empty((m['counts']['frames'], *m['frame_shape']), np.uint8), 0
+    for arr in _shard_frames(entry, m): out[pos:pos + len(arr)] = arr; pos += len(arr)
+    return out
+
+# %% ../nbs/02_data.ipynb #f872a61f
+def _stamp(path: Path) -> dict:
+    st = path.stat(); return dict(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 24), b''): h.update(block)
+    return h.hexdigest()
+
+def _write_frames_file(entry: Path, m: dict) -> dict:
+    "Write the frames of all shards (each checked against its SHA-256) into `FRAMES_FILE`, atomically; return its record."
+    path = entry/FRAMES_FILE
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, dict(descr='|u1', fortran_order=False,
+                                                      shape=(m['counts']['frames'], *m['frame_shape'])))
+    h = hashlib.sha256(header.getvalue())
+    try:
+        with open(tmp, 'wb') as f:                   # streamed shard by shard: never the whole set in memory
+            f.write(header.getvalue())
+            for arr in _shard_frames(entry, m):
+                f.write(arr.reshape(-1)); h.update(arr.reshape(-1))
+            f.flush(); os.fsync(f.fileno())
+        record = dict(file=FRAMES_FILE, content_hash=m['content_hash'], sha256=h.hexdigest(), **_stamp(tmp))
+        os.replace(tmp, path)                        # a rename keeps the time recorded above
+    finally: tmp.unlink(missing_ok=True)
+    _frames.write_atomic(entry/FRAMES_RECORD, json.dumps(record).encode())
+    return record
+
+def _sound(entry: Path, m: dict, verify: bool) -> bool:
+    "Whether `FRAMES_FILE` is the copy its record describes: by size and time, or by SHA-256 when they changed or `verify`."
+    path, rec = entry/FRAMES_FILE, _read_json(entry/FRAMES_RECORD)
+    if not isinstance(rec, dict) or rec.get('content_hash') != m['content_hash'] or not path.exists(): return False
+    stamp = _stamp(path)
+    same = stamp == dict(bytes=rec.get('bytes'), mtime_ns=rec.get('mtime_ns'))
+    if same and not verify: return True              # the usual start: one stat, no hashing
+    if stamp['bytes'] != rec.get('bytes') or _file_sha256(path) != rec.get('sha256'):
+        logger.warning(f'{path}: differs from the copy written from the shards (size or SHA-256): writing it again')
+        return False
+    if not same:                                     # copied or touched, not changed: remember its new time
+        try: _frames.write_atomic(entry/FRAMES_RECORD, json.dumps(dict(rec, **stamp)).encode())
+        except OSError: pass                         # a read-only cache: hashed again next time
+    return True
+
+def _map(path: Path, shape: tuple) -> np.ndarray | None:
+    "The uint8 frames of shape `shape` in `path`, memory-mapped copy-on-write; None if it does not hold them."
+    try: arr = np.load(path, mmap_mode='c', allow_pickle=False)
+    except (OSError, ValueError): return None
+    return arr if arr.shape == shape and arr.dtype == np.uint8 else None
+
+def _mapped_frames(entry: Path, m: dict, verify: bool = False) -> np.ndarray | None:
+    "All frames of `entry` mapped from `FRAMES_FILE`, (re)written from the shards when missing or changed; None if it cannot be written."
+    path, shape = entry/FRAMES_FILE, (m['counts']['frames'], *m['frame_shape'])
+    for attempt in range(2):
+        if attempt or not _sound(entry, m, verify):
+            try: _write_frames_file(entry, m)
+            except OSError as e:
+                logger.warning(f'{path}: cannot be written ({e}); holding the frames in memory instead'); return None
+        if (arr := _map(path, shape)) is not None: return arr
+        logger.warning(f'{path}: does not hold uint8 frames of shape {shape}: writing it again from the shards')
+    raise CacheError(f'{path}: written from the shards but does not map as uint8 frames of shape {shape}')
 
 # %% ../nbs/02_data.ipynb #b9fdfda3
 def default_workers(workers: int | None) -> int:
@@ -303,6 +386,12 @@ def _stream_seed(*parts: int) -> int:
     "A well-mixed 63-bit seed from integers (so (seed, epoch) pairs never collide like seed + epoch would)."
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
+def _tensor_view(frames: np.ndarray) -> torch.Tensor:
+    "A tensor sharing the memory of `frames`: no copy (unless they are a strided view). Only ever read."
+    with warnings.catch_warnings():                 # a read-only array (e.g. mapped with mmap_mode='r') is fine: never written
+        warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
+        return torch.from_numpy(np.ascontiguousarray(frames))
+
 class BatchLoader:
     "uint8 batches `(B, 3, H, W)` on `device`, in a seeded per-epoch order, resumable and sharded by rank."
     def __init__(self, frames, batch_size: int, device='cpu', seed: int = 0, hflip: bool = False, drop_last: bool = True,
@@ -319,22 +408,19 @@ class BatchLoader:
         if self.per_rank == 0 or (drop_last and self.per_rank < batch_size):
             raise ValueError(f'{self.n} frames are too few for batches of {batch_size} on {world_size} rank(s)')
         self.nbytes = frames.nbytes
-        if resident is None and self.device.type == 'cpu': resident = True
-        elif resident is None:
-            free, _ = torch.cuda.mem_get_info(self.device) if self.device.type == 'cuda' else (0, 0)
-            resident = self.nbytes <= max_gpu_fraction * free
+        if resident is None:       # a GPU keeps its own copy when it fits; anywhere else batches are read where the frames lie
+            resident = self.device.type == 'cuda' and self.nbytes <= max_gpu_fraction * torch.cuda.mem_get_info(self.device)[0]
         self.resident = resident
-        self.data = self._store(frames)
+        self.host = _tensor_view(frames)                # (N, H, W, 3), the caller's memory: mapped frames stay mapped
+        self.data = self._store() if resident else None # (N, 3, H, W) on the device, or None
         self._buffers, self._events, self._turn = [], [], 0
 
-    def _store(self, frames: np.ndarray) -> torch.Tensor:
-        "All frames as one channels-first uint8 tensor: on the device if resident, else in CPU memory."
-        n, h, w, _ = frames.shape
-        dev = self.device if self.resident else torch.device('cpu')
-        out = torch.empty((n, 3, h, w), dtype=torch.uint8, device=dev)
-        src = torch.from_numpy(np.ascontiguousarray(frames))
+    def _store(self) -> torch.Tensor:
+        "All frames as one channels-first uint8 tensor on the device."
+        n, h, w, _ = self.host.shape
+        out = torch.empty((n, 3, h, w), dtype=torch.uint8, device=self.device)
         for i in range(0, n, 4096):   # in chunks, so a GPU never holds two copies of the dataset
-            out[i:i + 4096] = src[i:i + 4096].to(dev).permute(0, 3, 1, 2)
+            out[i:i + 4096] = self.host[i:i + 4096].to(self.device).permute(0, 3, 1, 2)
         return out
 
     @property
@@ -360,10 +446,18 @@ class BatchLoader:
         order, b = self._rank_order(epoch), self.batch_size
         return [order[s * b:(s + 1) * b] for s in range(start_step, self.steps_per_epoch)]
 
+    def _read(self, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        "The frames at `idx` read from the host array, channels first, into `out` (a new CPU tensor if None)."
+        rows, where = idx.sort()                        # read in file order: a mapped file is read ahead, not sought
+        got = self.host.index_select(0, rows)           # (b, H, W, 3)
+        if out is None: out = torch.empty((len(idx), 3, *got.shape[1:3]), dtype=torch.uint8)
+        out[where] = got.permute(0, 3, 1, 2)            # back in batch order, channels first
+        return out
+
     def _staging(self, b: int) -> torch.Tensor:
         "A pinned CPU buffer for the next batch; two alternate, and one is reused only after its copy finished."
         if not self._buffers:
-            shape = (self.batch_size, *self.data.shape[1:])
+            shape = (self.batch_size, 3, *self.host.shape[1:3])
             self._buffers = [torch.empty(shape, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
             self._events = [None, None]
         k = self._turn = 1 - self._turn
@@ -372,10 +466,9 @@ class BatchLoader:
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         "A new tensor holding the frames at `idx`, on the device."
-        if self.resident or self.device.type != 'cuda': return self.data.index_select(0, idx)
-        buf = self._staging(len(idx))
-        torch.index_select(self.data, 0, idx, out=buf)          # gather on the CPU into pinned memory ...
-        x = buf.to(self.device, non_blocking=True)             # ... and copy asynchronously
+        if self.resident: return self.data.index_select(0, idx)
+        if self.device.type != 'cuda': return self._read(idx).to(self.device)
+        x = self._read(idx, self._staging(len(idx))).to(self.device, non_blocking=True)   # read into pinned memory, copy asynchronously
         ev = torch.cuda.Event(); ev.record(); self._events[self._turn] = ev
         return x
 
@@ -383,9 +476,9 @@ class BatchLoader:
         "Iterator over this rank's uint8 batches `(B, 3, H, W)` on the device for `epoch`, from `start_step` on."
         order, b = self._rank_order(epoch), self.batch_size
         flips = self.flips(epoch)[order]
-        order_on_data = order.to(self.data.device)             # one transfer per epoch, not per batch
+        if self.resident: order = order.to(self.device)  # one transfer per epoch, not per batch
         for s in range(start_step, self.steps_per_epoch):
-            x = self._gather(order_on_data[s * b:(s + 1) * b])
+            x = self._gather(order[s * b:(s + 1) * b])
             mirrored = flips[s * b:(s + 1) * b].nonzero().squeeze(1)
             if len(mirrored):                                  # flip just those frames, in place (x is ours)
                 mirrored = mirrored.to(self.device)

@@ -24,6 +24,14 @@ class FrameError(ValueError):
     "A frame source or frame array that cannot be used; the message names the file and the problem."
 
 # %% ../nbs/01_frames.ipynb #b8b41fbb
+def _as_slice(idx: np.ndarray, n: int) -> slice | None:
+    "`idx` (a mask or indices into `n` rows) as a slice when it picks one ascending run of neighbouring rows, else None."
+    pos = np.flatnonzero(idx) if idx.dtype == bool else idx
+    if pos.ndim != 1 or not np.issubdtype(pos.dtype, np.integer): return None
+    if len(pos) == 0: return slice(0, 0)
+    if pos[0] < 0 or pos[-1] >= n or not (np.diff(pos) == 1).all(): return None   # anything else indexes as numpy does
+    return slice(int(pos[0]), int(pos[-1]) + 1)
+
 @dataclass
 class FrameSet:
     frames: np.ndarray     # uint8 (N, H, W, 3)
@@ -58,6 +66,8 @@ class FrameSet:
         "The frames at `idx` (indices or a boolean mask); episodes without frames are dropped and the rest renumbered in order."
         idx = np.asarray(idx)
         if idx.dtype == bool and idx.shape != (len(self),): raise FrameError(f'subset mask must have shape ({len(self)},), got {idx.shape}')
+        run = _as_slice(idx, len(self))
+        if run is not None: idx = run              # one run of rows: a view, so memory-mapped frames stay mapped
         eps = self.episodes[idx]
         kept, inverse = np.unique(eps, return_inverse=True)
         return FrameSet(self.frames[idx], inverse.reshape(-1).astype(np.int64), [self.names[i] for i in kept],
