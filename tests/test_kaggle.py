@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from vqvae_kaggle import kaggle as vk
+from vqvae_kaggle import kaggle as vk, kaggle_client as kc
 
 REPO = Path(__file__).resolve().parents[1]
 KID = json.loads((REPO / 'kernel-metadata.json').read_text())['id']
@@ -21,45 +21,68 @@ def http_error(status: int, text='refused'):
 
 
 class FakeKaggle:
-    """Kaggle's servers, scripted. Push n creates version n, whose statuses are served in turn (the last one repeats);
-    `reject(meta)` may return an error string for a push; `raises[method]` lists exceptions the next calls raise;
-    `quota` is a list of (used, total) hours served in turn by quota_view."""
+    """Kaggle's servers, scripted, behind the real client's interface: `fake.kernels_push(...)` etc. are methods of an
+    autospec of the installed `KaggleApi`, so a call with a name or keyword the real client lacks fails (TypeError,
+    AttributeError) before the scripted server (`_kernels_push` ...) sees it. Push n creates version n, whose statuses are
+    served in turn (the last one repeats); `reject(meta)` may return an error string for a push, `refuse_self` lists the
+    kernel itself as an invalid kernel source (with `refuse_creates` a version or not); `raises[method]` lists exceptions
+    the next calls raise; `quota` is a list of (used, total) hours served in turn by quota_view; `versions=False` is a
+    client whose status requests cannot name a version."""
 
     def __init__(self, statuses=None, default=('QUEUED', 'RUNNING', 'COMPLETE'), reject=None, raises=None, quota=None,
-                 failure='Notebook failed: exit code 1', summary=True):
+                 failure='Notebook failed: exit code 1', summary=True, refuse_self=False, refuse_creates=True, versions=True):
+        from unittest import mock
+        from kaggle.api.kaggle_api_extended import KaggleApi
         self.statuses, self.default, self.reject = statuses or {}, default, reject or (lambda meta: None)
         self.raises, self.quota, self.failure, self.summary = raises or {}, quota, failure, summary
-        self.pushes, self.calls, self._left = [], [], {}
+        self.refuse_self, self.refuse_creates, self.reads_versions = refuse_self, refuse_creates, versions
+        self.pushes, self.calls, self._left, self.refused = [], [], {}, 0
+        self.api = mock.create_autospec(KaggleApi, instance=True, spec_set=True)
+        for name in ('kernels_push', 'kernels_status', 'kernels_output', 'quota_view', 'parse_kernel_string'):
+            getattr(self.api, name).side_effect = getattr(self, '_' + name)
+
+    def __getattr__(self, name):          # only reached for names this class lacks: the client's interface
+        if name.startswith('_') or name == 'api': raise AttributeError(name)
+        return getattr(self.api, name)
+
+    def _parse_kernel_string(self, kernel):
+        parts = kernel.split('/')
+        return (parts[0], parts[1], parts[2]) if self.reads_versions and len(parts) > 2 else (parts[0], parts[1])
 
     def _call(self, name, *args):
         self.calls.append((name, args))
         if self.raises.get(name): raise self.raises[name].pop(0)
 
-    def kernels_push(self, folder, timeout=None, acc=None, no_run=False):
+    def _kernels_push(self, folder, timeout=None, acc=None, no_run=False):
         self._call('kernels_push', folder)
         meta = json.loads((Path(folder) / 'kernel-metadata.json').read_text())
         nb = json.loads((Path(folder) / meta['code_file']).read_text())
         error = self.reject(meta)
         if error: return types.SimpleNamespace(error=error, url='', version_number=None, ref='', invalid_kernel_sources=[])
+        if self.refuse_self and meta['id'] in meta['kernel_sources']:   # Kaggle's invalidKernelSources in a successful response
+            self.refused += 1
+            if not self.refuse_creates:
+                return types.SimpleNamespace(error=None, url='', version_number=None, ref='', invalid_kernel_sources=[meta['id']])
         self.pushes.append(dict(meta=meta, nb=nb, acc=acc, timeout=timeout, no_run=no_run))
         v = len(self.pushes)
         self._left[v] = list(self.statuses.get(v, self.default))
         return types.SimpleNamespace(error=None, url=f'https://www.kaggle.com/code/{meta["id"]}?scriptVersionId={1000 + v}',
-                                     version_number=v, ref=f'/code/{meta["id"]}', invalid_kernel_sources=[],
+                                     version_number=v, ref=f'/code/{meta["id"]}',
+                                     invalid_kernel_sources=[meta['id']] if self.refuse_self and meta['id'] in meta['kernel_sources'] else [],
                                      invalid_dataset_sources=['ghost/dataset'] if 'ghost/dataset' in meta['dataset_sources'] else [])
 
     def _version(self, kernel):
         parts = kernel.split('/')
         return int(parts[2]) if len(parts) == 3 else len(self.pushes)
 
-    def kernels_status(self, kernel):
+    def _kernels_status(self, kernel):
         self._call('kernels_status', kernel)
         todo = self._left[self._version(kernel)]
         s = todo.pop(0) if len(todo) > 1 else todo[0]
         enum = types.SimpleNamespace(name=s)          # kaggle 2.2.5 returns a KernelWorkerStatus enum
         return types.SimpleNamespace(status=enum, failure_message=self.failure if s == 'ERROR' else None)
 
-    def kernels_output(self, kernel, path, file_pattern=None, force=False, quiet=True):
+    def _kernels_output(self, kernel, path, file_pattern=None, force=False, quiet=True):
         self._call('kernels_output', kernel, file_pattern)
         v, files = self._version(kernel), []
         if self.summary:
@@ -72,7 +95,7 @@ class FakeKaggle:
         log.write_text(json.dumps(lines))
         return files + [str(log)], None
 
-    def quota_view(self):
+    def _quota_view(self):
         self._call('quota_view')
         if self.quota is None: return types.SimpleNamespace(gpu_quota=None, tpu_quota=None, quota_refresh_time=None)
         used, total = self.quota.pop(0) if len(self.quota) > 1 else self.quota[0]
@@ -85,7 +108,7 @@ def quiet(*a): pass
 
 def injected(nb):
     "The injected parameters of a pushed notebook, as a dict."
-    src = vk._source(nb['cells'][vk.parameters_cell(nb) + 1])
+    src = kc._source(nb['cells'][kc.parameters_cell(nb) + 1])
     ns = {}
     exec(src, ns)
     return {k: v for k, v in ns.items() if not k.startswith('__')}
@@ -94,19 +117,26 @@ def injected(nb):
 # -- metadata ----------------------------------------------------------------------------------------------------------
 
 def test_repository_metadata_is_valid_and_explicit():
-    meta = vk.validate_metadata(REPO)
+    meta = kc.validate_metadata(REPO)
     assert meta['code_file'] == 'kernel/train.ipynb' and (REPO / meta['code_file']).is_file()
     assert (meta['language'], meta['kernel_type'], meta['machine_shape']) == ('python', 'notebook', 'NvidiaTeslaT4')
     for k in ('is_private', 'enable_gpu', 'enable_internet'): assert meta[k] is True
     for k in ('dataset_sources', 'kernel_sources', 'competition_sources', 'model_sources'): assert meta[k] == []
-    assert vk.slugify(meta['title']) == meta['id'].split('/')[1]
+    assert kc.slugify(meta['title']) == meta['id'].split('/')[1]
+
+
+def test_parameters_cell_is_tagged_for_papermill():
+    """Kaggle runs notebooks with papermill, which injects after the cell tagged 'parameters' (else at the top, where the
+    notebook's own defaults would then override every injected value)."""
+    nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
+    assert 'parameters' in nb['cells'][kc.parameters_cell(nb)]['metadata'].get('tags', [])
 
 
 def test_notebook_parameters_cover_every_cli_option():
     "The CLI only sets parameters the front end defines (the contract between `kernel push` and kernel/train.ipynb)."
     nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
-    names = set(vk.parameter_names(nb))
-    set_by_cli = set(vk._PARAM_ARGS.values()) | {'OVERRIDES', 'FRESH', 'LPIPS_DOWNLOAD', 'PREVIOUS_OUTPUT', 'REQUIRE_PREVIOUS', 'PACKAGE_WHEEL'}
+    names = set(kc.parameter_names(nb))
+    set_by_cli = set(kc._PARAM_ARGS.values()) | {'OVERRIDES', 'FRESH', 'LPIPS_DOWNLOAD', 'PREVIOUS_OUTPUT', 'REQUIRE_PREVIOUS', 'PACKAGE_WHEEL'}
     assert set_by_cli <= names, set_by_cli - names
 
 
@@ -120,13 +150,12 @@ BAD = [
     (dict(id='me/abc'), "the slug 'abc' must be 5-50"),
     (dict(id='me/' + 'x' * 51), 'must be 5-50'),
     (dict(id='m e/vqvae-kaggle-train'), "'m e' is not a Kaggle username"),
-    (dict(title='Something Else'), "title 'Something Else' has the slug 'something-else', not the id slug 'vqvae-kaggle-train'"),
     (dict(title='abc'), "title 'abc' must be at least 5 characters"),
     (dict(code_file='kernel/nope.ipynb'), "code_file 'kernel/nope.ipynb' not found relative to the metadata file"),
     (dict(code_file='settings.ini'), 'kernel_type notebook needs an .ipynb code_file'),
     (dict(language='r'), "language must be 'python'"),
     (dict(kernel_type='book'), "kernel_type must be 'notebook' or 'script'"),
-    (dict(enable_internet='true'), "enable_internet must be true or false (JSON booleans), got 'true'"),
+    (dict(enable_internet='yes'), "enable_internet must be true or false, got 'yes'"),   # 'true'/'false' strings are accepted
     (dict(is_private=1), 'is_private must be true or false'),
     (dict(enable_tpu=True), 'enable_gpu and enable_tpu cannot both be true'),
     (dict(dataset_sources='me/data'), "dataset_sources must be a list"),
@@ -138,55 +167,67 @@ BAD = [
     (dict(machine_shape='NvidiaK80'), "machine_shape 'NvidiaK80' is not a known accelerator"),
     (dict(enable_gpu=False), "machine_shape 'NvidiaTeslaT4' is a GPU but enable_gpu is False"),
     (dict(machine_shape='TpuV5E8'), "machine_shape 'TpuV5E8' is a TPU but enable_tpu is False"),
-    (dict(machine_shape=None), 'enable_gpu is true but machine_shape is not set'),
     (dict(enable_internt=True), "unknown key(s) ['enable_internt']"),
 ]
+
+WARN = [   # what the official client only warns about (or fills with its default): warnings here too
+    (dict(title='Something Else'), "title 'Something Else' has the slug 'something-else', not the id slug 'vqvae-kaggle-train'"),
+    (dict(machine_shape=None), 'enable_gpu is true but machine_shape is not set: Kaggle picks its default GPU'),
+    (dict(machine_shape=''), 'enable_gpu is true but machine_shape is not set: Kaggle picks its default GPU'),
+]
+
+
+@pytest.mark.parametrize('change,message', WARN, ids=[m[:40] for _, m in WARN])
+def test_metadata_warnings_do_not_stop_a_push(change, message, capsys):
+    kc.validate_metadata({**good_meta(), **change}, REPO)
+    assert message in capsys.readouterr().out
+
 
 @pytest.mark.parametrize('change,message', BAD, ids=[m[:40] for _, m in BAD])
 def test_metadata_errors_are_clear(change, message):
     meta = {**good_meta(), **change}
-    with pytest.raises(vk.MetadataError) as e: vk.validate_metadata(meta, REPO)
+    with pytest.raises(kc.MetadataError) as e: kc.validate_metadata(meta, REPO)
     assert message in str(e.value)
 
 
 @pytest.mark.parametrize('key', ['enable_internet', 'enable_gpu', 'is_private', 'dataset_sources', 'kernel_sources', 'model_sources'])
 def test_metadata_switches_and_sources_must_be_explicit(key):
     meta = {k: v for k, v in good_meta().items() if k != key}
-    with pytest.raises(vk.MetadataError, match=rf"missing key\(s\) \['{key}'\]"): vk.validate_metadata(meta, REPO)
+    with pytest.raises(kc.MetadataError, match=rf"missing key\(s\) \['{key}'\]"): kc.validate_metadata(meta, REPO)
 
 
 def test_metadata_reports_every_problem_at_once_and_accepts_good_variants(capsys):
     meta = {**good_meta(), 'language': 'r', 'enable_internet': None, 'dataset_sources': ['x']}
-    with pytest.raises(vk.MetadataError) as e: vk.validate_metadata(meta, REPO)
+    with pytest.raises(kc.MetadataError) as e: kc.validate_metadata(meta, REPO)
     assert str(e.value).count('\n  - ') == 3
     ok = [dict(enable_internet=False), dict(enable_gpu=False, machine_shape=None),
           dict(enable_gpu=False, enable_tpu=True, machine_shape='TpuV6E8'),
           dict(dataset_sources=['me/frames', 'me/weights/3'], kernel_sources=['me/vqvae-kaggle-train', 'me/other-kernel/7'],
                competition_sources=['some-competition'], model_sources=['me/model/pytorch/default/1'])]
-    for change in ok: vk.validate_metadata({**good_meta(), **change}, REPO)
-    vk.validate_metadata({**good_meta(), 'machine_shape': 'NvidiaTeslaP100'}, REPO)
+    for change in ok: kc.validate_metadata({**good_meta(), **change}, REPO)
+    kc.validate_metadata({**good_meta(), 'machine_shape': 'NvidiaTeslaP100'}, REPO)
     assert 'retired' in capsys.readouterr().out
 
 
 def test_metadata_file_errors(tmp_path):
-    with pytest.raises(vk.MetadataError, match='kernel metadata not found'): vk.validate_metadata(tmp_path)
+    with pytest.raises(kc.MetadataError, match='kernel metadata not found'): kc.validate_metadata(tmp_path)
     (tmp_path / 'kernel-metadata.json').write_text('{"id": ')
-    with pytest.raises(vk.MetadataError, match='is not valid JSON'): vk.validate_metadata(tmp_path)
+    with pytest.raises(kc.MetadataError, match='is not valid JSON'): kc.validate_metadata(tmp_path)
 
 
 @pytest.mark.parametrize('title', ['vqvae-kaggle-train', 'VQ-VAE Kaggle: Train!', "Don't  stop -- me now", 'Café crème 2,000',
                                    'a_b.c/d', '  --Leading and trailing--  ', 'UPPER 123 lower'])
 def test_slugify_agrees_with_the_kaggle_clients_slugify(title):
     slugify = pytest.importorskip('slugify').slugify   # python-slugify, what the kaggle client uses
-    assert vk.slugify(title) == slugify(title)
+    assert kc.slugify(title) == slugify(title)
 
 
 # -- the package at the pushed version ---------------------------------------------------------------------------------
 
 def test_pushed_wheel_installs_and_imports_the_exact_files(tmp_path):
-    staged = vk.stage_kernel(REPO, tmp_path / 'stage', {'PRESET': 'cpu'})
+    staged = kc.stage_kernel(REPO, tmp_path / 'stage', {'PRESET': 'cpu'})
     wheel_param = injected(json.loads((staged / 'train.ipynb').read_text()))['PACKAGE_WHEEL']
-    version = vk.package_version(REPO / 'vqvae_kaggle')
+    version = kc.package_version(REPO / 'vqvae_kaggle')
     assert wheel_param['version'] == version and wheel_param['name'] == f'vqvae_kaggle-{version}-py3-none-any.whl'
     wheel = tmp_path / wheel_param['name']
     import base64, hashlib
@@ -208,68 +249,68 @@ def test_package_version_changes_with_any_file(tmp_path):
     import shutil
     pkg = tmp_path / 'vqvae_kaggle'
     shutil.copytree(REPO / 'vqvae_kaggle', pkg, ignore=shutil.ignore_patterns('__pycache__'))
-    v1 = vk.package_version(pkg)
-    assert v1 == vk.package_version(REPO / 'vqvae_kaggle')
+    v1 = kc.package_version(pkg)
+    assert v1 == kc.package_version(REPO / 'vqvae_kaggle')
     (pkg / 'cli.py').write_text((pkg / 'cli.py').read_text() + '\n# changed\n')
-    assert vk.package_version(pkg) != v1 and vk.package_version(pkg).split('+')[0] == v1.split('+')[0]
+    assert kc.package_version(pkg) != v1 and kc.package_version(pkg).split('+')[0] == v1.split('+')[0]
 
 
 def test_staging_leaves_the_repository_alone_and_injects_once(tmp_path):
     before = (REPO / 'kernel' / 'train.ipynb').read_bytes(), (REPO / 'kernel-metadata.json').read_bytes()
-    staged = vk.stage_kernel(REPO, tmp_path / 'a', {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}, package=False)
+    staged = kc.stage_kernel(REPO, tmp_path / 'a', {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}, package=False)
     assert ((REPO / 'kernel' / 'train.ipynb').read_bytes(), (REPO / 'kernel-metadata.json').read_bytes()) == before
     nb = json.loads((staged / 'train.ipynb').read_text())
     assert injected(nb) == {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}
-    again = vk.inject_parameters(nb, {'PRESET': 'default'})               # re-staging replaces the injected cell
+    again = kc.inject_parameters(nb, {'PRESET': 'default'})               # re-staging replaces the injected cell
     assert len(again['cells']) == len(nb['cells']) and injected(again) == {'PRESET': 'default'}
-    with pytest.raises(ValueError, match='not a plain Python literal'): vk.inject_parameters(nb, {'PRESET': object()})
+    with pytest.raises(ValueError, match='not a plain Python literal'): kc.inject_parameters(nb, {'PRESET': object()})
 
 
 # -- credentials and the real client, offline ------------------------------------------------------------------------
 
 def test_missing_credentials_are_reported_before_importing_kaggle(tmp_path):
-    code = ('import sys, vqvae_kaggle.kaggle as vk\ntry: vk.kaggle_client()\nexcept vk.KaggleCredentialsError as e: print("ERR", e)\n'
-            'print("imported" if "kaggle" in sys.modules else "not imported")')
+    code = ('import sys, vqvae_kaggle.kaggle_client as kc\ntry: kc.kaggle_client()\nexcept kc.KaggleCredentialsError as e: print("ERR", e)\n'
+            'print("imported" if "kaggle" in sys.modules else "not imported", "torch" in sys.modules)')
     env = {k: v for k, v in os.environ.items() if not k.startswith('KAGGLE_')}
     env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), KAGGLE_CONFIG_DIR=str(tmp_path / 'cfg'))
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.startswith('ERR no Kaggle credentials found. Create an API token') and 'kaggle.json' in out
-    assert out.rstrip().endswith('not imported')
+    assert out.rstrip().endswith('not imported False')                    # nor torch: the workstation side is light
     assert not (tmp_path / 'cfg').exists()                                # nothing written either
 
 
 def test_find_credentials_knows_the_clients_sources(tmp_path):
-    assert vk.find_credentials({}, tmp_path) is None
-    assert vk.find_credentials({'KAGGLE_API_TOKEN': 't'}, tmp_path) == 'KAGGLE_API_TOKEN'
-    assert vk.find_credentials({'KAGGLE_USERNAME': 'me'}, tmp_path) is None              # a key is needed too
+    assert kc.find_credentials({}, tmp_path) is None
+    assert kc.find_credentials({'KAGGLE_API_TOKEN': 't'}, tmp_path) == 'KAGGLE_API_TOKEN'
+    assert kc.find_credentials({'KAGGLE_USERNAME': 'me'}, tmp_path) is None              # a key is needed too
     (tmp_path / 'cfg').mkdir(); (tmp_path / 'cfg' / 'kaggle.json').write_text('{}')
-    assert vk.find_credentials({'KAGGLE_CONFIG_DIR': str(tmp_path / 'cfg')}, tmp_path) == str(tmp_path / 'cfg' / 'kaggle.json')
+    assert kc.find_credentials({'KAGGLE_CONFIG_DIR': str(tmp_path / 'cfg')}, tmp_path) == str(tmp_path / 'cfg' / 'kaggle.json')
     (tmp_path / '.config' / 'kaggle').mkdir(parents=True); (tmp_path / '.config' / 'kaggle' / 'kaggle.json').write_text('{}')
-    assert vk.find_credentials({}, tmp_path) == str(tmp_path / '.config' / 'kaggle' / 'kaggle.json')
+    assert kc.find_credentials({}, tmp_path) == str(tmp_path / '.config' / 'kaggle' / 'kaggle.json')
 
 
 def test_real_client_without_network_gives_a_clear_error(monkeypatch):
     "The real KaggleApi, authenticated with (made-up) legacy credentials: its first request fails clearly, never with a raw traceback."
     monkeypatch.setenv('KAGGLE_USERNAME', 'someone'); monkeypatch.setenv('KAGGLE_KEY', '0' * 32)
-    client = vk.kaggle_client()
+    client = kc.kaggle_client()
     assert type(client).__name__ == 'KaggleApi'
-    with pytest.raises(vk.KaggleError) as e: vk.kernel_status(client, 'someone/vqvae-kaggle-train')
+    with pytest.raises(kc.KaggleError) as e: kc.kernel_status(client, 'someone/vqvae-kaggle-train')
     if not vk.has_internet('www.kaggle.com'):
-        assert isinstance(e.value, vk.KaggleNetworkError) and 'cannot reach Kaggle' in str(e.value)
+        assert isinstance(e.value, kc.KaggleNetworkError) and 'cannot reach Kaggle' in str(e.value)
 
 
 @pytest.mark.parametrize('exc,cls,text', [
-    (requests.exceptions.ConnectionError('Max retries exceeded'), vk.KaggleNetworkError, 'cannot reach Kaggle'),
-    (requests.exceptions.ReadTimeout('timed out'), vk.KaggleNetworkError, 'cannot reach Kaggle'),
-    (http_error(429, 'Too Many Requests'), vk.KaggleQuotaError, 'quota or rate limits'),
-    (http_error(401, 'Unauthorized'), vk.KaggleCredentialsError, 'rejected the credentials'),
-    (http_error(403, 'Forbidden'), vk.KaggleError, 'permission denied'),
-    (ValueError('Cannot access kernel'), vk.KaggleError, 'Cannot access kernel'),
-    (SystemExit(1), vk.KaggleError, 'SystemExit'),
+    (requests.exceptions.ConnectionError('Max retries exceeded'), kc.KaggleNetworkError, 'cannot reach Kaggle'),
+    (requests.exceptions.ReadTimeout('timed out'), kc.KaggleNetworkError, 'cannot reach Kaggle'),
+    (http_error(429, 'Too Many Requests'), kc.KaggleQuotaError, 'quota or rate limits'),
+    (http_error(401, 'Unauthorized'), kc.KaggleCredentialsError, 'rejected the credentials'),
+    (http_error(403, 'Forbidden'), kc.KaggleError, 'permission denied'),
+    (ValueError('Cannot access kernel'), kc.KaggleError, 'Cannot access kernel'),
+    (SystemExit(1), kc.KaggleError, 'SystemExit'),
 ])
 def test_client_failures_become_clear_errors(exc, cls, text):
     def boom(*a, **k): raise exc
-    with pytest.raises(cls) as e: vk.api_call('reading the status', boom)
+    with pytest.raises(cls) as e: kc.api_call('reading the status', boom)
     assert text in str(e.value) and str(e.value).startswith('reading the status')
 
 
@@ -277,7 +318,7 @@ def test_client_failures_become_clear_errors(exc, cls, text):
 
 def test_push_validates_stages_pushes_and_reports_the_url(tmp_path):
     fake, lines = FakeKaggle(), []
-    r = vk.push_kernel(REPO, fake, {'PRESET': 'cpu'}, accelerator='NvidiaL4', timeout_seconds=3600, stage_dir=tmp_path / 's', log=lines.append)
+    r = kc.push_kernel(REPO, fake, {'PRESET': 'cpu'}, accelerator='NvidiaL4', timeout_seconds=3600, stage_dir=tmp_path / 's', log=lines.append)
     assert (r.kernel, r.version, r.url) == (KID, 1, f'https://www.kaggle.com/code/{KID}?scriptVersionId=1001')
     assert lines[-1] == f'pushed {KID} version 1: {r.url}'
     p = fake.pushes[0]
@@ -290,46 +331,46 @@ def test_push_with_another_id_and_invalid_sources_reported(tmp_path, monkeypatch
     meta = {**good_meta(), 'dataset_sources': ['ghost/dataset']}
     (tmp_path / 'kernel').mkdir(); (tmp_path / 'kernel' / 'train.ipynb').write_bytes((REPO / 'kernel' / 'train.ipynb').read_bytes())
     (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
-    r = vk.push_kernel(tmp_path, fake, kernel_id='me/my-tokenizer', package=False, stage_dir=tmp_path / 's', log=lines.append)
+    r = kc.push_kernel(tmp_path, fake, kernel_id='me/my-tokenizer', package=False, stage_dir=tmp_path / 's', log=lines.append)
     assert r.kernel == 'me/my-tokenizer' and fake.pushes[0]['meta']['title'] == 'my-tokenizer'
     assert r.invalid_sources == {'dataset': ['ghost/dataset']} and "did not accept these dataset sources: ['ghost/dataset']" in lines[0]
 
 
 def test_push_errors(tmp_path):
     rejected = FakeKaggle(reject=lambda m: 'Maximum kernel size exceeded')
-    with pytest.raises(vk.KaggleError, match=f'Kaggle rejected the push of {KID}: Maximum kernel size exceeded'):
-        vk.push_kernel(REPO, rejected, package=False, stage_dir=tmp_path / 'a', log=quiet)
-    with pytest.raises(vk.KaggleQuotaError, match='GPU quota'):
-        vk.push_kernel(REPO, FakeKaggle(reject=lambda m: 'You have exceeded your weekly GPU quota'), package=False,
+    with pytest.raises(kc.KaggleError, match=f'Kaggle rejected the push of {KID}: Maximum kernel size exceeded'):
+        kc.push_kernel(REPO, rejected, package=False, stage_dir=tmp_path / 'a', log=quiet)
+    with pytest.raises(kc.KaggleQuotaError, match='GPU quota'):
+        kc.push_kernel(REPO, FakeKaggle(reject=lambda m: 'You have exceeded your weekly GPU quota'), package=False,
                        stage_dir=tmp_path / 'b', log=quiet)
     offline = FakeKaggle(raises={'kernels_push': [requests.exceptions.ConnectionError('Failed to resolve www.kaggle.com')]})
-    with pytest.raises(vk.KaggleNetworkError, match=f'pushing {KID}: cannot reach Kaggle'):
-        vk.push_kernel(REPO, offline, package=False, stage_dir=tmp_path / 'c', log=quiet)
-    with pytest.raises(vk.MetadataError, match="accelerator 'GTX1080'"):
-        vk.push_kernel(REPO, FakeKaggle(), accelerator='GTX1080', package=False, stage_dir=tmp_path / 'd', log=quiet)
+    with pytest.raises(kc.KaggleNetworkError, match=f'pushing {KID}: cannot reach Kaggle'):
+        kc.push_kernel(REPO, offline, package=False, stage_dir=tmp_path / 'c', log=quiet)
+    with pytest.raises(kc.MetadataError, match="accelerator 'GTX1080'"):
+        kc.push_kernel(REPO, FakeKaggle(), accelerator='GTX1080', package=False, stage_dir=tmp_path / 'd', log=quiet)
     bad = tmp_path / 'bad'; (bad / 'kernel').mkdir(parents=True)
     (bad / 'kernel-metadata.json').write_text(json.dumps({**good_meta(), 'enable_internet': 'yes'}))
     fake = FakeKaggle()
-    with pytest.raises(vk.MetadataError, match='enable_internet must be true or false'):
-        vk.push_kernel(bad, fake, package=False, stage_dir=tmp_path / 'e', log=quiet)
+    with pytest.raises(kc.MetadataError, match='enable_internet must be true or false'):
+        kc.push_kernel(bad, fake, package=False, stage_dir=tmp_path / 'e', log=quiet)
     assert fake.calls == []                                               # validated before any call to Kaggle
 
 
 def test_status_output_and_log_tail(tmp_path):
     fake = FakeKaggle(statuses={1: ['RUNNING', 'ERROR']})
-    vk.push_kernel(REPO, fake, package=False, stage_dir=tmp_path / 's', log=quiet)
-    assert vk.kernel_status(fake, KID) == vk.KernelStatus(KID, 'RUNNING', None)
-    assert vk.kernel_status(fake, f'{KID}/1') == vk.KernelStatus(f'{KID}/1', 'ERROR', 'Notebook failed: exit code 1')
+    kc.push_kernel(REPO, fake, package=False, stage_dir=tmp_path / 's', log=quiet)
+    assert kc.kernel_status(fake, KID) == kc.KernelStatus(KID, 'RUNNING', None)
+    assert kc.kernel_status(fake, f'{KID}/1') == kc.KernelStatus(f'{KID}/1', 'ERROR', 'Notebook failed: exit code 1')
     plain = types.SimpleNamespace(kernels_status=lambda k: {'status': 'KernelWorkerStatus.COMPLETE', 'failureMessage': ''})
-    assert vk.kernel_status(plain, KID).status == 'COMPLETE'
-    files = vk.download_output(fake, f'{KID}/1', tmp_path / 'out', pattern=r'summary\.json$')
+    assert kc.kernel_status(plain, KID).status == 'COMPLETE'
+    files = kc.download_output(fake, f'{KID}/1', tmp_path / 'out', pattern=r'summary\.json$')
     assert [f.name for f in files] == ['summary.json', 'vqvae-kaggle-train.log']
     assert fake.calls[-1] == ('kernels_output', (f'{KID}/1', r'summary\.json$'))
-    tail = vk.log_tail(files[1].read_text(), 3)
+    tail = kc.log_tail(files[1].read_text(), 3)
     assert tail == 'step 48\nstep 49\nSTOPPED: LPIPS (alex) needs alexnet-owt-7be5be79.pth'
-    assert vk.log_tail('a\nb\nc\n', 2) == 'b\nc'                          # plain-text logs too
+    assert kc.log_tail('a\nb\nc\n', 2) == 'b\nc'                          # plain-text logs too
     old_client = types.SimpleNamespace(kernels_output=lambda *a, **k: [str(files[0])])   # older clients return a list
-    assert vk.download_output(old_client, KID, tmp_path / 'o2') == [files[0]]
+    assert kc.download_output(old_client, KID, tmp_path / 'o2') == [files[0]]
 
 
 def test_wait_tolerates_network_hiccups_but_not_an_outage_or_forever():
@@ -337,21 +378,21 @@ def test_wait_tolerates_network_hiccups_but_not_an_outage_or_forever():
     hiccup = FakeKaggle(statuses={1: ['RUNNING', 'COMPLETE']},
                         raises={'kernels_status': [requests.exceptions.ConnectionError('reset')] * 2})
     hiccup.pushes.append({}); hiccup._left[1] = ['RUNNING', 'COMPLETE']
-    assert vk.wait_for_kernel(hiccup, f'{KID}/1', 30, sleep=naps.append, log=quiet).status == 'COMPLETE'
+    assert kc.wait_for_kernel(hiccup, f'{KID}/1', 30, sleep=naps.append, log=quiet).status == 'COMPLETE'
     assert naps == [30, 30, 30]
     outage = FakeKaggle(raises={'kernels_status': [requests.exceptions.ConnectionError('down')] * 10})
-    with pytest.raises(vk.KaggleNetworkError): vk.wait_for_kernel(outage, KID, 30, sleep=quiet, log=quiet, network_retries=3)
+    with pytest.raises(kc.KaggleNetworkError): kc.wait_for_kernel(outage, KID, 30, sleep=quiet, log=quiet, network_retries=3)
     stuck = FakeKaggle(); stuck.pushes.append({}); stuck._left[1] = ['RUNNING']
     t = iter(range(0, 10**6, 3600))
-    with pytest.raises(vk.KaggleError, match=f'{KID}/1 is still RUNNING after 13.0 h'):
-        vk.wait_for_kernel(stuck, f'{KID}/1', 60, sleep=quiet, clock=lambda: next(t), log=quiet)
+    with pytest.raises(kc.KaggleError, match=f'{KID}/1 is still RUNNING after 13.0 h'):
+        kc.wait_for_kernel(stuck, f'{KID}/1', 60, sleep=quiet, clock=lambda: next(t), log=quiet)
 
 
 # -- chain -----------------------------------------------------------------------------------------------------------
 
 def test_chain_runs_sessions_each_continuing_from_the_last(tmp_path):
     fake, lines, naps = FakeKaggle(quota=[(0, 30), (12, 30), (24, 30)]), [], []
-    out = vk.chain(3, REPO, fake, {'PRESET': 'default'}, sleep=naps.append, work_dir=tmp_path, log=lines.append)
+    out = kc.chain(3, REPO, fake, {'PRESET': 'default'}, sleep=naps.append, work_dir=tmp_path, log=lines.append)
     assert [(r['version'], r['status'], r['summary']['step']) for r in out] == [(1, 'COMPLETE', 1000), (2, 'COMPLETE', 2000), (3, 'COMPLETE', 3000)]
     assert len(naps) == 6                                                 # QUEUED, RUNNING: two polls per session
     params = [injected(p['nb']) for p in fake.pushes]
@@ -366,40 +407,40 @@ def test_chain_runs_sessions_each_continuing_from_the_last(tmp_path):
 
 def test_chain_continue_from_and_without_self_source(tmp_path):
     fake = FakeKaggle()
-    vk.chain(2, REPO, fake, continue_from=f'{KID}/versions/7', attach_self=False, sleep=quiet, work_dir=tmp_path, log=quiet)
+    kc.chain(2, REPO, fake, continue_from=f'{KID}/versions/7', attach_self=False, sleep=quiet, work_dir=tmp_path, log=quiet)
     assert [injected(p['nb'])['PREVIOUS_OUTPUT'] for p in fake.pushes] == [f'{KID}/versions/7', f'{KID}/versions/1']
     assert [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
 
 
 def test_chain_stops_at_a_failed_session_with_its_message_and_log(tmp_path):
     fake = FakeKaggle(statuses={2: ['RUNNING', 'ERROR']})
-    with pytest.raises(vk.KernelFailed) as e:
-        vk.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+    with pytest.raises(kc.KernelFailed) as e:
+        kc.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
     err = e.value
     assert (err.status, err.failure_message) == ('ERROR', 'Notebook failed: exit code 1')
     assert err.log_tail.splitlines()[-1] == 'STOPPED: LPIPS (alex) needs alexnet-owt-7be5be79.pth'
     assert f'session 2/3 ({KID}/2) ended with ERROR: Notebook failed: exit code 1' in str(err) and 'step 49' in str(err)
     assert len(fake.pushes) == 2                                          # nothing pushed after the failure
     cancelled = FakeKaggle(statuses={1: ['RUNNING', 'CANCEL_ACKNOWLEDGED']}, summary=False)
-    with pytest.raises(vk.KernelFailed, match='ended with CANCEL_ACKNOWLEDGED: no failure message'):
-        vk.chain(2, REPO, cancelled, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
+    with pytest.raises(kc.KernelFailed, match='ended with CANCEL_ACKNOWLEDGED: no failure message'):
+        kc.chain(2, REPO, cancelled, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
 
 
 def test_chain_stops_when_the_quota_is_exhausted(tmp_path):
     fake = FakeKaggle(quota=[(20, 30), (29.9, 30)])
-    with pytest.raises(vk.KaggleQuotaError, match=r'GPU quota exhausted: 0\.10 h left of 30 h this week.*Nothing was pushed'):
-        vk.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+    with pytest.raises(kc.KaggleQuotaError, match=r'GPU quota exhausted: 0\.10 h left of 30 h this week.*Nothing was pushed'):
+        kc.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
     assert len(fake.pushes) == 1
     at_push = FakeKaggle(reject=lambda m: 'GPU quota exceeded' if m['kernel_sources'] else None)
-    with pytest.raises(vk.KaggleQuotaError):                              # a quota refusal is not retried
-        vk.chain(2, REPO, at_push, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
+    with pytest.raises(kc.KaggleQuotaError):                              # a quota refusal is not retried
+        kc.chain(2, REPO, at_push, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
     assert len(at_push.pushes) == 1
 
 
 def test_chain_falls_back_to_kagglehub_when_self_source_is_refused(tmp_path):
     lines = []
     fake = FakeKaggle(reject=lambda m: f"Invalid kernel source {m['id']}" if m['id'] in m['kernel_sources'] else None)
-    out = vk.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
+    out = kc.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
     assert len(out) == 2 and [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
     assert injected(fake.pushes[1]['nb'])['PREVIOUS_OUTPUT'] == f'{KID}/versions/1'
     assert any('pushing again without it (kagglehub fetches the output)' in l for l in lines)
@@ -407,21 +448,99 @@ def test_chain_falls_back_to_kagglehub_when_self_source_is_refused(tmp_path):
 
 def test_chain_without_network_or_credentials(tmp_path, monkeypatch):
     offline = FakeKaggle(raises={'kernels_push': [requests.exceptions.ConnectionError('no route to host')]})
-    with pytest.raises(vk.KaggleNetworkError): vk.chain(2, REPO, offline, sleep=quiet, work_dir=tmp_path, log=quiet)
+    with pytest.raises(kc.KaggleNetworkError): kc.chain(2, REPO, offline, sleep=quiet, work_dir=tmp_path, log=quiet)
     for k in ('KAGGLE_USERNAME', 'KAGGLE_KEY', 'KAGGLE_API_TOKEN'): monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv('HOME', str(tmp_path / 'home'))
-    with pytest.raises(vk.KaggleCredentialsError, match='no Kaggle credentials found'):
-        vk.chain(1, REPO, None, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
-    with pytest.raises(ValueError, match='at least one session'): vk.chain(0, REPO, FakeKaggle())
+    with pytest.raises(kc.KaggleCredentialsError, match='no Kaggle credentials found'):
+        kc.chain(1, REPO, None, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
+    with pytest.raises(ValueError, match='at least one session'): kc.chain(0, REPO, FakeKaggle())
+
+
+def test_refused_self_source_in_a_successful_response_is_pushed_again_without_it(tmp_path):
+    "Kaggle's invalidKernelSources arrives inside a successful push response: with no version created, push again without it."
+    lines = []
+    fake = FakeKaggle(refuse_self=True, refuse_creates=False)
+    out = kc.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
+    assert len(out) == 2 and fake.refused == 1 and [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
+    assert any('refused the kernel as its own source' in l and 'pushing again without it' in l for l in lines)
+    # a refusal that still created the version: that session runs (fetching the output with kagglehub); no second session
+    lines, fake = [], FakeKaggle(refuse_self=True, refuse_creates=True)
+    kc.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path / 'b', log=lines.append)
+    assert len(fake.pushes) == 2 and any(f'did not attach {KID} to version 2' in l for l in lines)
+
+
+def test_chain_never_takes_an_older_versions_status(tmp_path):
+    "A client whose status request cannot name the version: right after the push Kaggle still reports the previous session's COMPLETE."
+    fake = FakeKaggle(versions=False, statuses={2: ['COMPLETE', 'QUEUED', 'RUNNING', 'COMPLETE']})
+    naps = []
+    kc.chain(2, REPO, fake, sleep=naps.append, work_dir=tmp_path, log=quiet)
+    statuses = [c[1][0] for c in fake.calls if c[0] == 'kernels_status']
+    assert statuses == [KID] * 7 and len(naps) == 5                       # the stale COMPLETE was not the end of session 2
+    stale = FakeKaggle(versions=False, statuses={1: ['COMPLETE']})           # never seen starting: an error, not a result
+    t = iter(range(0, 10**6, 600))
+    with pytest.raises(kc.KaggleError, match='never seen queued or running'):
+        kc.chain(1, REPO, stale, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'b', log=quiet)
+
+
+def test_a_version_not_yet_known_is_polled_again(tmp_path):
+    fake = FakeKaggle(raises={'kernels_status': [http_error(404, 'Not Found')]})
+    out = kc.chain(1, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+    assert out[0]['status'] == 'COMPLETE' and [c[1][0] for c in fake.calls if c[0] == 'kernels_status'][0] == f'{KID}/1'
+
+
+class OldKaggle(FakeKaggle):
+    "The kaggle client before 2.2.5: kernels_push(folder, timeout=None, acc=None), no no_run."
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        from unittest import mock
+        from kaggle.api.kaggle_api_extended import KaggleApi
+        class OldApi(KaggleApi):
+            def kernels_push(self, folder, timeout=None, acc=None): pass
+        self.api = mock.create_autospec(OldApi, instance=True, spec_set=True)
+        for name in ('kernels_push', 'kernels_status', 'kernels_output', 'quota_view', 'parse_kernel_string'):
+            getattr(self.api, name).side_effect = getattr(self, '_' + name)
+
+
+def test_an_older_client_pushes_and_names_the_version_a_feature_needs(tmp_path):
+    old = OldKaggle()
+    r = kc.push_kernel(REPO, old, {'PRESET': 'cpu'}, accelerator='NvidiaTeslaT4', stage_dir=tmp_path / 's', package=False, log=quiet)
+    assert r.version == 1 and old.pushes[0]['acc'] == 'NvidiaTeslaT4'     # no `no_run=` passed: no TypeError
+    with pytest.raises(kc.KaggleError, match=r'--no-run needs kaggle >= 2\.2\.5.*pip install -U "kaggle>=2\.2\.5"'):
+        kc.push_kernel(REPO, old, no_run=True, stage_dir=tmp_path / 's2', package=False, log=quiet)
+    assert len(old.pushes) == 1
+    with pytest.raises(TypeError):                                        # the fake is the real interface: a wrong keyword fails
+        FakeKaggle().kernels_push(str(tmp_path), no_runs=True)
+
+
+def test_validate_reports_the_installed_clients():
+    rc, lines = cli(['kernel', 'validate', '--folder', str(REPO)])
+    assert rc == 0
+    import kaggle, kagglehub
+    assert any(l.startswith(f'kaggle {kaggle.__version__} (needs >= 1.8.4): ok') for l in lines), lines
+    assert any(l.startswith(f'kagglehub {kagglehub.__version__} (needs >= 0.3.7): ok') for l in lines), lines
+
+
+def test_metadata_as_kaggles_tools_write_it(tmp_path):
+    "`kaggle kernels init` writes machine_shape \"\"; Kaggle's documented example writes \"true\"/\"false\" strings."
+    meta = json.loads((REPO / 'kernel-metadata.json').read_text())
+    meta.update(machine_shape='', enable_gpu='true', is_private='false', enable_internet='true')
+    (tmp_path / 'kernel').mkdir(); (tmp_path / 'kernel' / 'train.ipynb').write_text((REPO / 'kernel' / 'train.ipynb').read_text())
+    (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
+    m = kc.validate_metadata(tmp_path)
+    assert (m['enable_gpu'], m['is_private'], 'machine_shape' in m) == (True, False, False)
+    fake = FakeKaggle(quota=[(29.9, 30)])                                   # "true" is a GPU kernel: the quota is checked
+    with pytest.raises(kc.KaggleQuotaError): kc.chain(1, tmp_path, fake, sleep=quiet, work_dir=tmp_path / 'w', log=quiet)
+    meta.update(enable_gpu='false'); (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
+    kc.chain(1, tmp_path, FakeKaggle(quota=[(29.9, 30)]), sleep=quiet, work_dir=tmp_path / 'w2', log=quiet)   # "false": no GPU, no check
 
 
 # -- the `kernel` command ------------------------------------------------------------------------------------------------
 
 def cli(argv, client=None, capsys=None):
     parser = argparse.ArgumentParser(prog='vqvae-kaggle')
-    vk.add_kernel_parser(parser.add_subparsers(dest='command', required=True))
+    kc.add_kernel_parser(parser.add_subparsers(dest='command', required=True))
     lines = []
-    rc = vk.run_kernel_command(parser.parse_args(argv), client, log=lines.append, sleep=quiet)
+    rc = kc.run_kernel_command(parser.parse_args(argv), client, log=lines.append, sleep=quiet)
     return rc, lines
 
 
@@ -465,8 +584,8 @@ def test_kernel_command_plugs_into_the_projects_cli():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     wired = 'kernel' in sub.choices                                      # once the lead wires it into cli.py
-    if not wired: vk.add_kernel_parser(sub)
+    if not wired: kc.add_kernel_parser(sub)
     assert {'train', 'eval', 'kernel'} <= set(sub.choices)
     args = parser.parse_args(['kernel', 'validate', '--folder', str(REPO)])
-    assert args.command == 'kernel' and vk.run_kernel_command(args, log=quiet) == 0
+    assert args.command == 'kernel' and kc.run_kernel_command(args, log=quiet) == 0
     if wired: assert cli.main(['kernel', 'validate', '--folder', str(REPO)]) == 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vqvae_kaggle.train as train_mod
-from vqvae_kaggle import kaggle as vk
+from vqvae_kaggle import kaggle as vk, kaggle_client as kc
 from vqvae_kaggle.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from vqvae_kaggle.config import apply_overrides, get_preset
 from vqvae_kaggle.train import Trainer, TrainingError
@@ -293,12 +293,12 @@ def run_frontend(root, params, tmp_path, staged=False, name='nb'):
     nb_dir = tmp_path / f'{name}-stage'
     env = dict(os.environ, VQVAE_KAGGLE_ROOT=str(root), MPLBACKEND='Agg')
     if staged:   # exactly what `kernel push` sends: the package rides inside the notebook as a wheel
-        vk.stage_kernel(REPO, nb_dir, params)
+        kc.stage_kernel(REPO, nb_dir, params)
         env['VQVAE_KAGGLE_PIP_TARGET'] = str(tmp_path / f'{name}-site')   # install into a folder, not this environment
         env.pop('PYTHONPATH', None)
     else:
         nb_dir.mkdir()
-        nb = vk.inject_parameters(json.loads((REPO / 'kernel' / 'train.ipynb').read_text()), params)
+        nb = kc.inject_parameters(json.loads((REPO / 'kernel' / 'train.ipynb').read_text()), params)
         (nb_dir / 'train.ipynb').write_text(json.dumps(nb))
         env['PYTHONPATH'] = str(REPO)
     r = subprocess.run([PY, '-c', RUNNER, str(nb_dir / 'train.ipynb')], env=env, capture_output=True, text=True, cwd=tmp_path,
@@ -314,7 +314,7 @@ def test_frontend_notebook_lpips_off_two_sessions_with_the_pushed_wheel(tmp_path
     res = run_frontend(kaggle_root, dict(NB_PARAMS, LPIPS_WEIGHT=0), tmp_path, staged=True, name='s1')
     assert res['status'] == 'ok', res['output']
     out = res['output']
-    assert f"vqvae-kaggle {vk.package_version(REPO / 'vqvae_kaggle')} from {tmp_path / 's1-site' / 'vqvae_kaggle'}" in out
+    assert f"vqvae-kaggle {kc.package_version(REPO / 'vqvae_kaggle')} from {tmp_path / 's1-site' / 'vqvae_kaggle'}" in out
     assert 'LPIPS: off' in out and 'wandb: disabled' in out and 'previous output: none' in out
     assert out.count('[display ') >= 3 and 'image/png' in out                # sample grids and curves shown inline
     run = kaggle_root / 'working' / 'cpu'
@@ -331,7 +331,7 @@ def test_frontend_notebook_lpips_off_two_sessions_with_the_pushed_wheel(tmp_path
     run2 = root2 / 'working' / 'cpu'
     assert json.loads((run2 / 'summary.json').read_text())['step'] == 12
     sessions = [json.loads(l) for l in (run2 / 'sessions.jsonl').read_text().splitlines()]
-    assert [s['package'] for s in sessions] == [vk.package_version(REPO / 'vqvae_kaggle')] * 2 and sessions[0]['kind'] == 'emulated'
+    assert [s['package'] for s in sessions] == [kc.package_version(REPO / 'vqvae_kaggle')] * 2 and sessions[0]['kind'] == 'emulated'
 
 
 def test_frontend_notebook_stops_when_lpips_is_requested_without_weights(tmp_path, kaggle_root):
@@ -390,3 +390,22 @@ def test_session_on_two_processes_then_continues_on_one(tmp_path, make_frames):
                              data='frames/frames.npz', paths=p2)
     s2 = vk.run_session(cfg2, p2, require_previous=True, gpus='1', progress=False)
     assert s2['step'] == 9
+
+
+def test_frontend_runs_under_papermill_with_injected_parameters(tmp_path, kaggle_root, monkeypatch):
+    "Kaggle executes notebooks with papermill: the front end runs under it, parameters injected after its `parameters` cell."
+    papermill = pytest.importorskip('papermill')
+    monkeypatch.setenv('VQVAE_KAGGLE_ROOT', str(kaggle_root))
+    monkeypatch.setenv('PYTHONPATH', str(REPO))
+    monkeypatch.setenv('MPLBACKEND', 'Agg')
+    out = tmp_path / 'executed.ipynb'
+    papermill.execute_notebook(str(REPO / 'kernel' / 'train.ipynb'), str(out), parameters=dict(NB_PARAMS, LPIPS_WEIGHT=0),
+                               cwd=str(tmp_path), kernel_name='python3', progress_bar=False,
+                               execution_timeout=300)
+    nb = json.loads(out.read_text())
+    tags = [c['metadata'].get('tags', []) for c in nb['cells']]
+    i = next(k for k, t in enumerate(tags) if 'parameters' in t)
+    assert 'injected-parameters' in tags[i + 1] and "PRESET = \"cpu\"" in ''.join(nb['cells'][i + 1]['source'])
+    assert json.loads((kaggle_root / 'working' / 'cpu' / 'summary.json').read_text())['step'] == 6
+    text = json.dumps(nb['cells'])
+    assert 'LPIPS: off' in text and 'image/png' in text
