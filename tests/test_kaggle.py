@@ -589,3 +589,12 @@ def test_kernel_command_plugs_into_the_projects_cli():
     args = parser.parse_args(['kernel', 'validate', '--folder', str(REPO)])
     assert args.command == 'kernel' and kc.run_kernel_command(args, log=quiet) == 0
     if wired: assert cli.main(['kernel', 'validate', '--folder', str(REPO)]) == 0
+
+
+def test_previous_output_fetch_gives_up_at_its_time_limit(monkeypatch, capsys):
+    "Inside a kernel kagglehub waits for a mount in a loop without end: the fetch stops at its limit and says what it waited for."
+    import time
+    monkeypatch.setenv('VQVAE_KAGGLEHUB_TIMEOUT', '0.3')
+    assert vk.fetch_previous_output(f'{KID}/versions/1', download=lambda h: time.sleep(60)) is None
+    out = capsys.readouterr().out
+    assert f'kagglehub fetching {KID}/versions/1 did not finish in 0.3 s' in out and 'attached' in out
