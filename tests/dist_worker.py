@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under torchrun: trains a tiny config and saves this rank's final state.
 
 Fault injection for the tests (never used by the package): --raise-at STEP makes rank --fault-rank raise at that
-step; --sigterm-at STEP makes it send itself SIGTERM, as Kaggle does at the end of a session."""
+step; --sigterm-at STEP makes it send itself SIGTERM, as Kaggle does at the end of a session; --nan-at STEP makes its
+loss NaN at that step (the other ranks' losses stay finite)."""
 import argparse, os, signal, sys
 from pathlib import Path
 import torch
@@ -12,7 +13,8 @@ from vqvae_kaggle.train import Trainer
 
 p = argparse.ArgumentParser()
 p.add_argument('out'); p.add_argument('--set', action='append', default=[])
-p.add_argument('--raise-at', type=int); p.add_argument('--sigterm-at', type=int); p.add_argument('--fault-rank', type=int, default=1)
+p.add_argument('--raise-at', type=int); p.add_argument('--sigterm-at', type=int); p.add_argument('--nan-at', type=int)
+p.add_argument('--fault-rank', type=int, default=1)
 a = p.parse_args()
 rank = int(os.environ.get('RANK', 0))
 torch.set_num_threads(1)
@@ -26,6 +28,9 @@ if rank == a.fault_rank and (a.raise_at is not None or a.sigterm_at is not None)
         if t.step == a.sigterm_at: os.kill(os.getpid(), signal.SIGTERM)
         return step(batch)
     t.train_step = faulty
+if rank == a.fault_rank and a.nan_at is not None:
+    loss = t.loss_fn.forward
+    t.loss_fn.forward = lambda *args, **kw: (lambda l, parts: (l * float('nan') if t.step == a.nan_at else l, parts))(*loss(*args, **kw))
 summary = t.fit()
-torch.save({'model': t.model.state_dict(), 'step': t.step, 'epoch': t.epoch, 'stopped': summary['stopped']},
-           Path(a.out) / f'rank{rank}.pt')
+torch.save({'model': t.model.state_dict(), 'step': t.step, 'epoch': t.epoch, 'stopped': summary['stopped'],
+            'skipped_steps': t.health.skipped_steps, 'optimizer': t.optimizer.state_dict()}, Path(a.out) / f'rank{rank}.pt')

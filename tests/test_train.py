@@ -19,6 +19,11 @@ def trainer(tmp_path, splits, *extra, name='run'):
 
 def params(model): return {k: v.detach().clone() for k, v in model.named_parameters()}
 def same_state(a, b): return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def full_state(t):
+    "Every parameter and buffer (the EMA codebook included), and Adam's state, cloned."
+    clone = lambda d: {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in d.items()}
+    return clone(t.model.state_dict()), {k: clone(v) for k, v in t.optimizer.state_dict()['state'].items()}
+
 
 def test_cpu_training_is_deterministic(tmp_path, splits):
     a = trainer(tmp_path, splits, 'run.max_steps=8', name='a'); a.fit()
@@ -53,23 +58,25 @@ def test_non_finite_loss_is_skipped_without_touching_weights(tmp_path, splits):
     t = trainer(tmp_path, splits)
     batches = t.loader.epoch_batches(0)
     t.train_step(next(batches))
-    before = params(t.model)
+    before, optim_before = full_state(t)                  # every parameter and buffer (the EMA codebook), and Adam's state
     real_loss = t.loss_fn.forward
     t.loss_fn.forward = lambda *a, **k: (lambda loss, parts: (loss * float('nan'), parts))(*real_loss(*a, **k))
     assert t.train_step(next(batches)) is None
-    assert same_state(before, params(t.model)) and t.health.skipped_steps == 1 and t.step == 2
+    after, optim_after = full_state(t)
+    assert same_state(before, after) and all(same_state(optim_before[k], optim_after[k]) for k in optim_before)
+    assert t.health.skipped_steps == 1 and t.step == 2
     t.loss_fn.forward = real_loss
     assert t.train_step(next(batches)) is not None and t.health.consecutive_skips == 0
-    assert not same_state(before, params(t.model))
+    assert not same_state(before, full_state(t)[0])
     assert any(r.get('alert') == 'non-finite step skipped' for r in read_metrics(t.out / 'metrics.jsonl'))
 
 def test_infinite_gradient_is_skipped(tmp_path, splits):
     t = trainer(tmp_path, splits)
-    before = params(t.model)
+    before = full_state(t)[0]                              # buffers included: the codebook's first (k-means) update too
     hook = t.model.decoder.register_full_backward_hook(lambda m, gin, gout: tuple(g * math.inf for g in gin))
     assert t.train_step(next(t.loader.epoch_batches(0))) is None
     hook.remove()
-    assert same_state(before, params(t.model)) and t.health.skipped_steps == 1
+    assert same_state(before, full_state(t)[0]) and t.health.skipped_steps == 1
 
 def test_repeated_failures_back_off_then_roll_back(tmp_path, splits):
     t = trainer(tmp_path, splits, 'run.backoff_after_skips=2', 'run.rollback_after_skips=4')
@@ -115,11 +122,6 @@ def test_collapse_is_detected_and_reported(tmp_path, splits):
 
 
 # -- precision, cadence, schedule, final evaluation, switches, threads (issue 10) --------------------------------------
-
-def full_state(t):
-    "Every parameter and buffer (the EMA codebook included), the optimizer and the scaler, cloned."
-    clone = lambda d: {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in d.items()}
-    return clone(t.model.state_dict()), {k: clone(v) for k, v in t.optimizer.state_dict()['state'].items()}
 
 def test_fp16_with_grad_scaler_skips_an_infinite_step_without_touching_anything(tmp_path, splits):
     "The seed's v1.0 failure path (fp16 autocast, no clipping, a loss that overflows), here on the CPU: the step is skipped."

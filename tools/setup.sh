@@ -12,8 +12,13 @@ if [ -f "$stamp" ] && grep -qxF -- "$want" "$stamp"; then exit 0; fi
 # The dev install is a superset: once it is in place a plain install is satisfied too.
 if [ -z "$extra" ] && [ -f "$stamp" ] && grep -qxF -- "[dev] ${want# }" "$stamp"; then exit 0; fi
 echo "setting up .venv (torch, lpips, wandb, crafter, ...${extra:+ + dev tools}); the first time takes a few minutes" >&2
-.venv/bin/python -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e ".$extra" 2>&1 \
-  | grep -v "is ignored: it is neither a file nor a directory" || true
-.venv/bin/python -c "import vqvae_kaggle, torch, lpips, crafter, av" \
-  || { echo "setup failed: the package does not import from .venv (see pip output above)" >&2; exit 1; }
+# pip's own status decides (the filter only hides a harmless warning about index folders that do not exist here)
+status=0
+.venv/bin/python -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e ".$extra" > .venv/pip.log 2>&1 || status=$?
+grep -v "is ignored: it is neither a file nor a directory" .venv/pip.log >&2 || true
+[ "$status" -eq 0 ] || { echo "setup failed: pip install exited with $status (see its output above)" >&2; exit 1; }
+modules="vqvae_kaggle, torch, lpips, crafter, av"
+[ -n "$extra" ] && modules="$modules, nbdev, pytest, papermill, ipywidgets, kaggle, jupytext"
+.venv/bin/python -c "import $modules" \
+  || { echo "setup failed: not every module imports from .venv ($modules; see pip output above)" >&2; exit 1; }
 echo "$want" > "$stamp"

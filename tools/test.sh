@@ -10,13 +10,8 @@ export WANDB_DIR=$scratch/wandb WANDB_CACHE_DIR=$scratch/wandb-cache WANDB_CONFI
        MPLCONFIGDIR=$scratch/mpl KAGGLEHUB_CACHE=$scratch/kagglehub KAGGLE_CONFIG_DIR=$scratch/kaggle MPLBACKEND=Agg
 mkdir -p "$WANDB_DIR" "$MPLCONFIGDIR"
 
-echo "== notebooks and package in sync, notebooks clean"
-mkdir -p "$scratch/repo" && cp -r settings.ini nbs vqvae_kaggle "$scratch/repo/"
-root=$PWD
-(cd "$scratch/repo" && "$root/.venv/bin/nbdev_export" && "$root/.venv/bin/nbdev_clean") >/dev/null
-if ! diff -r -x __pycache__ vqvae_kaggle "$scratch/repo/vqvae_kaggle" || ! diff -r nbs "$scratch/repo/nbs"; then
-  echo "FAILED: vqvae_kaggle/ or nbs/ differ from what nbdev_export/nbdev_clean make of nbs/ (run nbdev_export and nbdev_clean)"; exit 1
-fi
+echo "== notebooks and package in sync (exported into an empty folder), notebooks clean"
+bash tools/check_sync.sh
 
 echo "== nbdev_test (every notebook)"
 .venv/bin/nbdev_test --n_workers 2 --timing
