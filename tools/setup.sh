@@ -18,7 +18,10 @@ status=0
 grep -v "is ignored: it is neither a file nor a directory" .venv/pip.log >&2 || true
 [ "$status" -eq 0 ] || { echo "setup failed: pip install exited with $status (see its output above)" >&2; exit 1; }
 modules="vqvae_kaggle, torch, lpips, crafter, av"
-[ -n "$extra" ] && modules="$modules, nbdev, pytest, papermill, ipywidgets, kaggle, jupytext"
+[ -n "$extra" ] && modules="$modules, nbdev, pytest, papermill, ipywidgets, jupytext"
 .venv/bin/python -c "import $modules" \
   || { echo "setup failed: not every module imports from .venv ($modules; see pip output above)" >&2; exit 1; }
+# the kaggle client is only located, not imported: importing it authenticates and prints a page of help without a token
+[ -z "$extra" ] || .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('kaggle') is None)" \
+  || { echo "setup failed: the kaggle client is not installed in .venv (see pip output above)" >&2; exit 1; }
 echo "$want" > "$stamp"
