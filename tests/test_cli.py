@@ -1,5 +1,5 @@
 """`vqvae-kaggle train` and `eval` from the command line, on every kind of frame source, and its errors."""
-import json
+import json, re
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
@@ -52,7 +52,7 @@ def test_train_then_eval_on_each_source(kind, tmp_path, capsys):
     sets = [f'--set={s}' for s in TINY + [f'data.cache_dir={tmp_path / "cache"}']]
     assert main(['train', '--data', src, '--out', str(tmp_path / 'run'), '--no-progress', *sets, *extra]) == 0
     out = capsys.readouterr().out
-    assert 'done (max_steps): 0 epochs, 3 steps' in out or 'done (max_steps)' in out
+    assert re.search(r'done \(max_steps\): \d+ epochs, 3 steps in', out), out[-500:]   # the epoch count depends on the source
     assert list((tmp_path / 'run' / 'checkpoints').glob('ckpt-*.pt'))
     assert main(['eval', '--checkpoint', str(tmp_path / 'run'), '--out', str(tmp_path / 'eval')]) == 0
     r = json.loads((tmp_path / 'eval' / 'eval.json').read_text())
