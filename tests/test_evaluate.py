@@ -73,10 +73,16 @@ def test_eval_with_lpips_model_reports_a_number(runs):
     assert m['lpips_status'] == 'ok' and m['lpips'] > 0
 
 
-def test_lpips_metric_is_a_model_or_a_reason():
+def test_lpips_metric_without_weights_is_a_reason_never_a_silent_zero(tmp_path, monkeypatch):
+    "TORCH_HOME empty and the download failing (as offline): no model, and the reason names the file it needs and where."
+    import urllib.error
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty-torch-home'))
+    monkeypatch.setattr('torchvision.models._api.load_state_dict_from_url',
+                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError('no internet')))
     model, status = ev.lpips_metric(True)
-    # with the AlexNet weights (online, or placed under $TORCH_HOME) a working metric, else a reason, never a silent 0
-    assert (model is not None and status == 'ok') or (model is None and status.startswith('unavailable: '))
+    assert model is None and status.startswith('unavailable: ')
+    assert str(tmp_path / 'empty-torch-home' / 'hub' / 'checkpoints' / 'alexnet-owt-7be5be79.pth') in status
+    assert ev.lpips_metric(False) == (None, 'not requested')
 
 
 def test_compare_checkpoints_on_the_same_frames(runs, no_lpips, tmp_path):
