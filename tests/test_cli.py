@@ -76,19 +76,23 @@ def test_empty_folder_is_a_clear_error(tmp_path, capsys):
                  f'--set=data.cache_dir={tmp_path / "cache"}']) == 2
     assert 'empty' in capsys.readouterr().err
 
-def test_tokenize_writes_codes_that_decode_like_the_model(tmp_path, capsys):
+def test_tokenize_writes_a_token_folder_that_decodes_like_the_model(tmp_path, capsys):
+    "A trained checkpoint whose training skipped and strode: tokenize still takes every frame, in order; decode gives the model's reconstructions."
     import torch
-    from vqvae_kaggle.evaluate import load_tokenizer
-    from vqvae_kaggle.model import decode_codes, to_model_input, to_uint8
+    from vqvae_kaggle.evaluate import load_tokenizer, reconstruct
+    from vqvae_kaggle.data import source_frames
     src = make_source('npz', tmp_path)
     sets = [f'--set={s}' for s in TINY + [f'data.cache_dir={tmp_path / "cache"}']]
     assert main(['train', '--data', src, '--out', str(tmp_path / 'run'), '--no-progress', *sets]) == 0
-    assert main(['tokenize', '--checkpoint', str(tmp_path / 'run'), '--data', src, '--out', str(tmp_path / 'codes.npz')]) == 0
-    z = np.load(tmp_path / 'codes.npz')
-    assert z['codes'].shape == (36, 8, 16) and z['codes'].dtype == np.uint8 and int(z['codebook_size']) == 16
-    assert (z['episodes'] == np.repeat(np.arange(3), 12)).all()
+    tok = tmp_path / 'tokens'
+    assert main(['tokenize', '--checkpoint', str(tmp_path / 'run'), '--data', src, '--out', str(tok), '--chunk-frames', '10',
+                 '--batch-size', '4', '--no-progress']) == 0
+    codes, meta = np.load(tok / 'codes.npy'), json.loads((tok / 'meta.json').read_text())
+    assert codes.shape == (36, 8, 16) and codes.dtype == np.uint8 and meta['codebook_size'] == 16
+    assert (meta['sampling']['skip_first'], meta['sampling']['frame_gap']) == (0, 1)     # not the training's 2 and 2
+    assert (np.load(tok / 'episode_starts.npy') == [0, 12, 24]).all() and (np.load(tok / 'frame_index.npy') == np.tile(np.arange(12), 3)).all()
+    assert main(['decode', '--tokens', str(tok), '--batch-size', '4', '--no-progress']) == 0
     model, cfg, _ = load_tokenizer(tmp_path / 'run')
-    from vqvae_kaggle.data import source_frames   # the 64x36 frames as the model saw them: cropped and resized to 32x16
-    fs, _ = source_frames(src, cfg.data, progress=False)
+    fs, _ = source_frames(src, cfg.data, progress=False)   # the 64x36 frames as the model sees them: cropped and resized to 32x16
     x = torch.from_numpy(fs.frames[:4]).permute(0, 3, 1, 2)
-    np.testing.assert_array_equal(decode_codes(model, z['codes'][:4]), to_uint8(model(to_model_input(x))[0]).permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(np.load(tok / 'decoded.npy')[:4], (reconstruct(model, x)[0] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())

@@ -6,7 +6,8 @@ import pytest, torch
 from PIL import Image
 
 from vqvae_kaggle import evaluate as ev
-from vqvae_kaggle.config import get_preset, apply_overrides
+from pathlib import Path
+from vqvae_kaggle.config import get_preset, apply_overrides, config_to_dict
 from vqvae_kaggle.data import load_splits
 from vqvae_kaggle.losses import LPIPSUnavailable, build_lpips
 from vqvae_kaggle.train import Trainer
@@ -112,3 +113,152 @@ def test_compare_refuses_mismatched_names(runs):
         ev.run_eval_many([folders['nearest'], folders['transpose']], names=['a', 'a'], device='cpu', lpips=False)
     with pytest.raises(ValueError, match='no checkpoints'):
         ev.run_eval_many([], device='cpu')
+
+
+# -- the slim tokenizer export ----------------------------------------------------------------------------------------
+from vqvae_kaggle.checkpoint import CheckpointError
+from vqvae_kaggle.model import build_tokenizer, encode_frames
+
+
+@pytest.fixture
+def trained(tmp_path, make_frames):
+    "One short training on 24 blocky frames: (its newest checkpoint, its config, the frames)."
+    frames = make_frames(24, H, W, seed=3).frames
+    np.save(tmp_path / 'frames.npy', frames)
+    cfg = tiny_cfg(tmp_path, f'run.out_dir={tmp_path / "run"}')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        Trainer(cfg, progress=False).fit()
+    return ev.resolve_checkpoint(tmp_path / 'run'), cfg, frames
+
+
+def test_export_reproduces_the_checkpoint_codes_and_is_much_smaller(trained, tmp_path):
+    ckpt, cfg, frames = trained
+    exp = ev.export_tokenizer(tmp_path / 'run', tmp_path / 'out' / 'tok')          # a run folder in, <out>.safetensors out
+    assert exp == tmp_path / 'out' / 'tok.safetensors' and ev.is_export(exp) and not ev.is_export(ckpt)
+    m_ckpt, cfg_ckpt, st_ckpt = ev.load_tokenizer(ckpt)
+    m_exp, cfg_exp, st_exp = ev.load_tokenizer(exp)
+    assert not m_exp.training and cfg_exp == cfg_ckpt
+    np.testing.assert_array_equal(encode_frames(m_exp, frames), encode_frames(m_ckpt, frames))
+    x = ev.frames_to_tensor(frames[:6], 'cpu')
+    assert torch.equal(ev.reconstruct(m_exp, x)[0], ev.reconstruct(m_ckpt, x)[0])
+    # trainer state left behind; provenance kept
+    manifest = json.loads(ckpt.with_suffix('.json').read_text())
+    assert (st_exp['step'], st_exp['epoch'], st_exp['path']) == (st_ckpt['step'], st_ckpt['epoch'], str(exp))
+    assert st_exp['provenance'] == {'source_checkpoint': str(ckpt.resolve()), 'source_sha256': manifest['sha256']}
+    assert 'optimizer' not in st_exp and st_exp['package_version']
+    assert exp.stat().st_size < ckpt.stat().st_size / 2.5                      # Adam's two moments per weight are gone
+    # found by its first bytes, whatever its name; the same checkpoint exports to the same bytes
+    renamed = tmp_path / 'tokenizer.bin'; renamed.write_bytes(exp.read_bytes())
+    np.testing.assert_array_equal(encode_frames(ev.load_tokenizer(renamed)[0], frames[:4]), encode_frames(m_ckpt, frames[:4]))
+    assert ev.export_tokenizer(ckpt, tmp_path / 'again.safetensors').read_bytes() == exp.read_bytes()
+
+
+def test_broken_exports_are_clear_errors_naming_the_file(trained, tmp_path):
+    import safetensors.torch
+    ckpt, cfg, _ = trained
+    exp = ev.export_tokenizer(ckpt, tmp_path / 'tok.safetensors')
+    raw = exp.read_bytes()
+    cases = {'cut.safetensors': raw[:len(raw) - 100], 'stub.safetensors': raw[:5], 'header.safetensors': raw[:40],
+             'flip.safetensors': raw[:-3] + bytes([raw[-3] ^ 0x40]) + raw[-2:]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=f'{name}.* (corrupt|truncated)'):
+            ev.load_tokenizer(tmp_path / name)
+    # weights that the config does not describe: refused, never half-loaded
+    weights, meta = ev.read_export(exp)
+    meta = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in meta.items()}
+    meta['config'] = json.dumps(config_to_dict(apply_overrides(cfg, ['quantizer.codebook_size=64'])))
+    mismatch = tmp_path / 'mismatch.safetensors'
+    safetensors.torch.save_file(weights, mismatch, metadata=meta)
+    with open(mismatch, 'rb') as f: n = int.from_bytes(f.read(8), 'little')
+    meta['weights_sha256'] = __import__('hashlib').sha256(mismatch.read_bytes()[8 + n:]).hexdigest()
+    safetensors.torch.save_file(weights, mismatch, metadata=meta)
+    with pytest.raises(CheckpointError, match='mismatch.safetensors does not match its own config'):
+        ev.load_tokenizer(mismatch)
+    safetensors.torch.save_file({'w': torch.zeros(3)}, tmp_path / 'foreign.safetensors')
+    with pytest.raises(CheckpointError, match='foreign.safetensors is a safetensors file but not a vqvae-kaggle tokenizer'):
+        ev.load_tokenizer(tmp_path / 'foreign.safetensors')
+
+
+def test_eval_of_an_export_matches_eval_of_its_checkpoint(trained, tmp_path):
+    ckpt, _, _ = trained
+    exp = ev.export_tokenizer(ckpt, tmp_path / 'export' / 'tok.safetensors')
+    data = [str(tmp_path / 'frames.npy')]
+    a = ev.run_eval(ckpt, data=data, device='cpu', batch_size=8, lpips=False)
+    b = ev.run_eval(exp, data=data, device='cpu', batch_size=8, lpips=False)
+    assert b['checkpoint'] == str(exp) and (b['step'], b['epoch']) == (a['step'], a['epoch'])
+    assert Path(b['json']) == tmp_path / 'export' / 'eval' / 'eval.json'         # beside the export
+    assert Path(a['json']) == tmp_path / 'run' / 'eval' / 'eval.json'            # in the run folder, as before
+    for k in ('psnr', 'ssim', 'usage', 'perplexity', 'token_change', 'bits_per_frame'):
+        assert b['sources']['frames'][k] == a['sources']['frames'][k], k
+    assert b['probe']['probe_psnr'] == a['probe']['probe_psnr']
+
+
+# -- tokens over time ------------------------------------------------------------------------------------------------
+class NoisyEncoder(torch.nn.Module):
+    "Seeded Gaussian noise on the latents: codes that flicker although the frames do not move."
+    def __init__(self, enc, scale):
+        super().__init__()
+        self.enc, self.scale, self.gen = enc, scale, torch.Generator().manual_seed(0)
+
+    def forward(self, x):
+        z = self.enc(x)
+        return z + self.scale * torch.randn(z.shape, generator=self.gen).to(z)
+
+
+def still_and_moving(frames):
+    "Episode 0: one frame five times. Episode 1: another frame, then with a 2x2 patch (latent cell (5, 10)) changed, twice."
+    a, b = frames[0], frames[1]
+    moved = b.copy(); moved[10:12, 20:22] = 255 - moved[10:12, 20:22]
+    return np.stack([a] * 5 + [b, moved, moved]), np.array([0] * 5 + [1] * 3)
+
+
+def test_temporal_measures_on_constructed_sequences(trained):
+    import copy
+    ckpt, cfg, frames = trained
+    model = ev.load_tokenizer(ckpt)[0]          # the cpu preset's encoder has no normalisation: it sees 6 pixels around a cell
+    seq, eps = still_and_moving(frames)
+    m = ev.evaluate(model, seq, batch_size=4, episodes=eps)
+    grid = encode_frames(model, seq[:1]).shape[1:]
+    assert m['latent_grid'] == [16, 32] == list(grid) and m['frame_pairs'] == 6
+    assert m['token_change_static'] == 0.0                    # nothing moved there: no token changed
+    assert m['static_cells'] == 1 - 9 / (16 * 32) / 6          # the changed cell and its 8 neighbours, in 1 of 6 pairs
+    assert m['bits_per_frame'] == 16 * 32 * 5                  # 32 codes: 5 bits per token
+    assert 0 < m['entropy_bits_per_frame'] <= m['bits_per_frame'] and 0 <= m['cond_bits_per_frame'] <= m['entropy_bits_per_frame'] + 1e-9
+    codes = encode_frames(model, seq)
+    changed = codes[6] != codes[5]
+    assert changed.any() and not changed[np.ix_(range(16), [c for c in range(32) if abs(c - 10) > 1])].any()
+    assert not changed[[r for r in range(16) if abs(r - 5) > 1]].any()     # confined to the cells around the patch
+    assert m['token_change'] == pytest.approx(changed.sum() / (16 * 32) / 6)
+    # identical consecutive frames: no change at all
+    still = ev.evaluate(model, np.stack([frames[2]] * 4), episodes=np.zeros(4, int))
+    assert (still['token_change'], still['token_change_static'], still['static_cells']) == (0.0, 0.0, 1.0)
+    # a tokenizer whose codes flicker: reported on the static cells
+    noisy = copy.deepcopy(model); noisy.encoder = NoisyEncoder(noisy.encoder, 2.0)
+    n = ev.evaluate(noisy, np.stack([frames[2]] * 4), episodes=np.zeros(4, int))
+    assert n['static_cells'] == 1.0 and n['token_change_static'] > 0.1 and n['token_change'] == n['token_change_static']
+    assert n['cond_bits_per_frame'] > still['cond_bits_per_frame'] == 0.0
+    # no episode with two frames: no temporal measures
+    assert 'token_change' not in ev.evaluate(model, seq, episodes=np.arange(len(seq)))
+    assert 'token_change' not in ev.evaluate(model, seq)
+
+
+def test_eval_reports_temporal_measures_only_for_episodes(trained, tmp_path):
+    ckpt, _, frames = trained
+    seq, eps = still_and_moving(frames)
+    np.savez(tmp_path / 'seq.npz', frames=seq, episodes=eps)
+    np.savez(tmp_path / 'single.npz', frames=seq, episodes=np.arange(len(seq)))   # every frame its own episode
+    r = ev.run_eval(ckpt, data=[str(tmp_path / 'seq.npz'), str(tmp_path / 'single.npz')], device='cpu', lpips=False)
+    s, lone = r['sources']['seq'], r['sources']['single']
+    assert s['frame_pairs'] == 6 and s['token_change_static'] == 0.0 and 'token_change' not in lone
+    saved = json.loads(Path(r['json']).read_text())['sources']['seq']
+    assert saved['token_change'] == s['token_change'] and saved['latent_grid'] == [16, 32]
+    md = Path(r['json']).with_name('eval.md').read_text()
+    assert 'token change, static cells' in md and 'bits/frame given previous' in md and 'flicker' in md
+    rows = {line.split(' | ')[1]: line for line in md.splitlines()[2:] if line.startswith('| ')}   # model | source | ...
+    assert rows['single'].rstrip(' |').endswith('n/a | n/a | n/a | n/a | n/a | n/a')
+    summary = ev.eval_summary(r)
+    assert 'seq over time: 6 consecutive pairs' in summary and 'single over time' not in summary
+    # the run's own held-out split (one .npy array: one episode, contiguous) has them too
+    assert 'token_change' in ev.run_eval(ckpt, device='cpu', lpips=False)['sources']['val']

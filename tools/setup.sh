@@ -17,7 +17,7 @@ status=0
 .venv/bin/python -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e ".$extra" > .venv/pip.log 2>&1 || status=$?
 grep -v "is ignored: it is neither a file nor a directory" .venv/pip.log >&2 || true
 [ "$status" -eq 0 ] || { echo "setup failed: pip install exited with $status (see its output above)" >&2; exit 1; }
-modules="vqvae_kaggle, torch, lpips, crafter, av"
+modules="vqvae_kaggle, torch, lpips, crafter, av, safetensors"
 [ -n "$extra" ] && modules="$modules, nbdev, pytest, papermill, ipywidgets, jupytext"
 .venv/bin/python -c "import $modules" \
   || { echo "setup failed: not every module imports from .venv ($modules; see pip output above)" >&2; exit 1; }

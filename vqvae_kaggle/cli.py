@@ -14,16 +14,15 @@ from .config import (Config, ConfigError, PRESETS, get_preset, load_config, appl
 from .frames import FrameError
 from .checkpoint import CheckpointError
 from .evaluate import run_eval, run_eval_many, eval_summary, load_tokenizer, resolve_device
-from .data import source_frames
 from .augment import augmenting
-from .model import encode_frames
+from .tokens import tokenize, decode, TokensError
 from .losses import LPIPSUnavailable
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
 from .kaggle_client import add_kernel_parser, run_kernel_command
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'tokenize', 'presets_table', 'main']
+__all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'presets_table', 'main']
 
 # %% ../nbs/11_cli.ipynb #0ce5c605
 def config_from_args(args) -> Config:
@@ -69,12 +68,38 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--max-frames', type=int)
     e.add_argument('--device', default='auto')
 
-    k = sub.add_parser('tokenize', help='codes of a frame source for downstream models (.npz: codes, episodes)')
-    k.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file or a run folder')
-    k.add_argument('--data', required=True, help='a frame source (frame array, videos, images, layouts, kaggle:...)')
-    k.add_argument('--out', required=True, help='output .npz file')
-    k.add_argument('--device', default='auto')
+    k = sub.add_parser('tokenize', help='codes of every frame of every episode, in order, into a folder for a world model')
+    k.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file, a run folder, or an exported tokenizer')
+    k.add_argument('--data', help="a frame source (default: the checkpoint's own): 'minecraft', 'crafter', a frame array, "
+                   'videos, images, a layout, kaggle:...')
+    k.add_argument('--out', required=True, help='output folder (codes.npy, episode_starts.npy, frame_index.npy, actions.npy, meta.json)')
+    k.add_argument('--skip-first', type=int, default=0, help='frames skipped at the start of each episode (default 0: none)')
+    k.add_argument('--frame-gap', type=int, default=1, help='keep every k-th frame (default 1: every frame)')
+    k.add_argument('--chunk-frames', type=int, default=1024, help='frames read, encoded and recorded at a time (memory, resume unit)')
     k.add_argument('--batch-size', type=int, default=64)
+    k.add_argument('--device', default='auto')
+    k.add_argument('--set', action='append', default=[], metavar='data.FIELD=VALUE',
+                   help='override a data setting of the checkpoint for reading (layout, cache_dir, worlds, ...)')
+    k.add_argument('--overwrite', action='store_true', help='replace tokens made with other settings in --out')
+    k.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+    d = sub.add_parser('decode', help='codes back to frames (.npy) and an mp4 for viewing')
+    d.add_argument('--tokens', required=True, help='a token folder (from tokenize) or a codes .npy file')
+    d.add_argument('--checkpoint', help="the tokenizer (default: the one the token folder's meta.json names)")
+    d.add_argument('--out', help='output .npy frame array (default: <tokens>/decoded.npy)')
+    d.add_argument('--video', help='also write an mp4 here')
+    d.add_argument('--compare', action='store_true', help='the video shows the original frames on the left')
+    d.add_argument('--episode', type=int, help='decode only this episode (its index in the token folder)')
+    d.add_argument('--start', type=int, default=0, help='first frame (within the episode, if given)')
+    d.add_argument('--max-frames', type=int)
+    d.add_argument('--fps', type=int, default=20)
+    d.add_argument('--batch-size', type=int, default=64)
+    d.add_argument('--device', default='auto')
+    d.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+    x = sub.add_parser('export', help='a slim tokenizer: weights and config only (safetensors), for encode/decode')
+    x.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file or a run folder')
+    x.add_argument('--out', required=True, help='output path; writes <out>.safetensors and its config')
 
     sub.add_parser('presets', help='list the named presets')
     c = sub.add_parser('config', help='print a resolved config as JSON')
@@ -82,17 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--set', action='append', metavar='SECTION.FIELD=VALUE')
     add_kernel_parser(sub)   # kernel validate|push|status|output|chain; the kaggle client is imported only when used
     return p
-
-def tokenize(checkpoint, data: str, out, device: str = 'auto', batch_size: int = 64) -> Path:
-    "Encode every frame of `data` with `checkpoint`; write codes (N,h,w), episodes and episode names to `out` (.npz)."
-    model, cfg, state = load_tokenizer(checkpoint, resolve_device(device))
-    fs, _ = source_frames(data, cfg.data, progress=False)
-    codes = encode_frames(model, fs.frames, batch_size)
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, codes=codes, episodes=fs.episodes, names=np.array(fs.names), codebook_size=model.codebook_size,
-                        checkpoint=str(state['path']), step=state['step'])
-    print(f'{len(codes)} frames -> codes {codes.shape[1:]} ({codes.dtype}, {model.codebook_size} codes) in {out}')
-    return out
 
 def presets_table() -> str:
     "One line per preset: frame size, latent grid, downsampling stages, codebook, LPIPS, batch, upsampling, augmentations."
@@ -142,7 +156,15 @@ def main(argv: list[str] | None = None) -> int:
                 s = run_eval_many(args.checkpoint, args.data, args.out, args.max_frames, args.device, lpips=not args.no_lpips,
                                   names=args.name)
                 print(Path(s['markdown']).read_text())
-        elif args.command == 'tokenize': tokenize(args.checkpoint, args.data, args.out, args.device, args.batch_size)
+        elif args.command == 'tokenize':
+            tokenize(args.checkpoint, args.data, args.out, args.skip_first, args.frame_gap, args.chunk_frames, args.batch_size,
+                     args.device, args.set, progress=not args.no_progress, overwrite=args.overwrite)
+        elif args.command == 'decode':
+            decode(args.tokens, args.out, args.checkpoint, args.video, args.compare, args.episode, args.start, args.max_frames,
+                   args.batch_size, args.device, args.fps, progress=not args.no_progress)
+        elif args.command == 'export':
+            from vqvae_kaggle.evaluate import export_tokenizer   # the slim export lives with the loading code
+            print(f'tokenizer exported to {export_tokenizer(args.checkpoint, args.out)}')
         elif args.command == 'presets': print(presets_table())
         elif args.command == 'config': print(json.dumps(config_to_dict(apply_overrides(get_preset(args.preset), args.set or [])), indent=2))
     except USER_ERRORS as e:

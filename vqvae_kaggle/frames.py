@@ -195,10 +195,10 @@ def render_crafter(seeds, frames_per_episode: int = 160, skip_first: int = 20, f
 
 # %% ../nbs/01_frames.ipynb #48b04723
 def load_frame_array(path, width: int | None = None, height: int | None = None) -> FrameSet:
-    "Frames from a `.npy` or `.npz` (key `frames`, optional `episodes`) file; resized when `width`/`height` differ."
+    "Frames from a `.npy` or `.npz` (key `frames`, optional `episodes`, `actions`, `action_names`) file; resized when `width`/`height` differ."
     path = Path(path)
     if not path.is_file(): raise FrameError(f'{path}: frame array file not found')
-    episodes = None
+    episodes = actions = action_names = None
     try:
         if path.suffix == '.npy': frames = np.load(path, allow_pickle=False)
         elif path.suffix == '.npz':
@@ -206,6 +206,8 @@ def load_frame_array(path, width: int | None = None, height: int | None = None) 
                 if 'frames' not in z.files: raise FrameError(f"{path}: no 'frames' array in the .npz (keys: {z.files})")
                 frames = z['frames']
                 if 'episodes' in z.files: episodes = z['episodes']
+                if 'actions' in z.files: actions = z['actions']
+                if 'action_names' in z.files: action_names = [str(n) for n in z['action_names']]
         else: raise FrameError(f'{path}: frame arrays must be .npy or .npz files')
     except FrameError: raise
     except Exception as e: raise FrameError(f'{path}: cannot read the frame array ({type(e).__name__}: {e})') from None
@@ -222,7 +224,17 @@ def load_frame_array(path, width: int | None = None, height: int | None = None) 
         if frames.shape[1:3] != (height, width):
             frames = np.stack([preprocess(f, width, height, name=f'{path}[{i}]') for i, f in enumerate(frames)]) if len(frames) \
                      else np.zeros((0, height, width, 3), np.uint8)
-    return FrameSet(frames, ids.reshape(-1), names)
+    return FrameSet(frames, ids.reshape(-1), names, *_array_actions(path, actions, action_names, len(frames)))
+
+def _array_actions(path: Path, actions, names, n: int) -> tuple:
+    "(float32 (n, A) actions, A names) of a frame array, or (None, None) without actions."
+    if actions is None: return None, None
+    if actions.ndim == 1: actions = actions[:, None]          # one discrete action per frame
+    if actions.ndim != 2 or len(actions) != n or not (np.issubdtype(actions.dtype, np.number) or actions.dtype == bool):
+        raise FrameError(f"{path}: 'actions' must be numbers with one row per frame ({n}, A), got {actions.dtype} {actions.shape}")
+    names = names if names is not None else ['action'] if actions.shape[1] == 1 else [f'action_{i}' for i in range(actions.shape[1])]
+    if len(names) != actions.shape[1]: raise FrameError(f"{path}: {len(names)} action_names for {actions.shape[1]} action columns")
+    return actions.astype(np.float32), names
 
 # %% ../nbs/01_frames.ipynb #8d260dce
 VIDEO_SUFFIXES = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.mpg', '.mpeg', '.ts', '.flv')
