@@ -30,14 +30,15 @@ class FakeKaggle:
     client whose status requests cannot name a version."""
 
     def __init__(self, statuses=None, default=('QUEUED', 'RUNNING', 'COMPLETE'), reject=None, raises=None, quota=None,
-                 failure='Notebook failed: exit code 1', summary=True, refuse_self=False, refuse_creates=True, versions=True):
+                 failure='Notebook failed: exit code 1', summary=True, refuse_self=False, refuse_creates=True, versions=True,
+                 api_class=None):
         from unittest import mock
         from kaggle.api.kaggle_api_extended import KaggleApi
         self.statuses, self.default, self.reject = statuses or {}, default, reject or (lambda meta: None)
         self.raises, self.quota, self.failure, self.summary = raises or {}, quota, failure, summary
         self.refuse_self, self.refuse_creates, self.reads_versions = refuse_self, refuse_creates, versions
         self.pushes, self.calls, self._left, self.refused = [], [], {}, 0
-        self.api = mock.create_autospec(KaggleApi, instance=True, spec_set=True)
+        self.api = mock.create_autospec(api_class or KaggleApi, instance=True, spec_set=True)
         for name in ('kernels_push', 'kernels_status', 'kernels_output', 'quota_view', 'parse_kernel_string'):
             getattr(self.api, name).side_effect = getattr(self, '_' + name)
 
@@ -488,17 +489,12 @@ def test_a_version_not_yet_known_is_polled_again(tmp_path):
     assert out[0]['status'] == 'COMPLETE' and [c[1][0] for c in fake.calls if c[0] == 'kernels_status'][0] == f'{KID}/1'
 
 
-class OldKaggle(FakeKaggle):
+def OldKaggle(**kw):
     "The kaggle client before 2.2.5: kernels_push(folder, timeout=None, acc=None), no no_run."
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        from unittest import mock
-        from kaggle.api.kaggle_api_extended import KaggleApi
-        class OldApi(KaggleApi):
-            def kernels_push(self, folder, timeout=None, acc=None): pass
-        self.api = mock.create_autospec(OldApi, instance=True, spec_set=True)
-        for name in ('kernels_push', 'kernels_status', 'kernels_output', 'quota_view', 'parse_kernel_string'):
-            getattr(self.api, name).side_effect = getattr(self, '_' + name)
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    class OldApi(KaggleApi):
+        def kernels_push(self, folder, timeout=None, acc=None): pass
+    return FakeKaggle(api_class=OldApi, **kw)
 
 
 def test_an_older_client_pushes_and_names_the_version_a_feature_needs(tmp_path):
