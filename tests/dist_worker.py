@@ -33,4 +33,6 @@ if rank == a.fault_rank and a.nan_at is not None:
     t.loss_fn.forward = lambda *args, **kw: (lambda l, parts: (l * float('nan') if t.step == a.nan_at else l, parts))(*loss(*args, **kw))
 summary = t.fit()
 torch.save({'model': t.model.state_dict(), 'step': t.step, 'epoch': t.epoch, 'stopped': summary['stopped'],
-            'skipped_steps': t.health.skipped_steps, 'optimizer': t.optimizer.state_dict()}, Path(a.out) / f'rank{rank}.pt')
+            'skipped_steps': t.health.skipped_steps, 'optimizer': t.optimizer.state_dict(),
+            'discriminator': t.disc.state_dict() if t.disc else None,
+            'disc_optimizer': t.disc_optimizer.state_dict() if t.disc else None}, Path(a.out) / f'rank{rank}.pt')

@@ -30,6 +30,17 @@ def test_ranks_stay_identical(tmp_path):
     for k in r0['model']: assert torch.equal(r0['model'][k], r1['model'][k]), k  # weights and EMA codebook, bit for bit
     assert int(r0['model']['quantizer.step']) == 10 and bool(r0['model']['quantizer.initialised'])   # an EMA update every step
 
+def test_ranks_stay_identical_with_the_discriminator(tmp_path):
+    "The adversarial term under DDP: the model, the EMA codebook, the discriminator and both Adams agree bit for bit."
+    ok(torchrun(2, tmp_path, 'optim.batch_size=4', 'run.max_steps=8', 'loss.adv=0.5', 'loss.adv_start=2',
+                'loss.disc_layers=2', 'loss.disc_channels=8'))
+    r0, r1 = load(tmp_path, 0), load(tmp_path, 1)
+    assert r0['step'] == r1['step'] == 8 and r0['skipped_steps'] == 0
+    for k in r0['model']: assert torch.equal(r0['model'][k], r1['model'][k]), k
+    for k in r0['discriminator']: assert torch.equal(r0['discriminator'][k], r1['discriminator'][k]), k
+    for i, s in r0['disc_optimizer']['state'].items():
+        assert int(s['step']) == 6 and all(torch.equal(v, r1['disc_optimizer']['state'][i][n]) for n, v in s.items())
+
 def test_a_nan_loss_on_one_rank_is_skipped_by_every_rank(tmp_path):
     "Rank 1's loss is NaN at step 3, rank 0's is finite: both skip that step (no rank waits in a backward the other left)."
     ok(torchrun(2, tmp_path, 'optim.batch_size=4', 'run.max_steps=6', extra=['--nan-at', '3']))

@@ -218,3 +218,68 @@ def test_thread_count_follows_other_processes():
     finally: spinner.kill(); spinner.wait()
     assert busy is not None and busy >= 0.7, busy
     assert choose_threads(2, busy) == 1 and choose_threads(8, busy) <= 7
+
+
+# -- the adversarial term (issue 12) ----------------------------------------------------------------------------------
+ADV = ['loss.adv=0.5', 'loss.adv_start=2', 'loss.adv_warmup=3', 'loss.disc_layers=2', 'loss.disc_channels=8']
+
+def disc_state(t):
+    "The discriminator's weights and its Adam state, cloned."
+    clone = lambda d: {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in d.items()}
+    return clone(t.disc.state_dict()), {k: clone(v) for k, v in t.disc_optimizer.state_dict()['state'].items()}
+
+def test_adversarial_training_trains_both_and_logs_its_terms(tmp_path, splits):
+    t = trainer(tmp_path, splits, 'run.max_steps=6', *ADV)
+    d0 = disc_state(t)[0]
+    t.fit()
+    rows = [r for r in read_metrics(t.out / 'metrics.jsonl') if r.get('split') == 'train']
+    assert [('d_loss' in r) for r in rows] == [False, False, True, True, True, True]   # the discriminator from step index 2
+    r = rows[-1]
+    assert r['adv_weight'] > 0 and r['d_loss'] > 0 and {'g_adv', 'logits_real', 'logits_fake', 'disc_grad_norm'} <= set(r)
+    # the generator's total includes its adversarial term: loss = rec + commitment x commit + weight x g_adv
+    assert r['loss'] != pytest.approx(r['rec'] + 0.25 * r['commit'], abs=1e-6)
+    assert not same_state(d0, t.disc.state_dict())
+    assert all(int(s['step']) == 4 for s in t.disc_optimizer.state_dict()['state'].values())   # 4 discriminator steps
+
+def test_resume_with_the_discriminator_is_exact(tmp_path, splits, step_deadline):
+    full = trainer(tmp_path, splits, 'run.max_steps=10', *ADV, name='full'); full.fit()
+    step_deadline.limit = 4
+    part = trainer(tmp_path, splits, 'run.max_steps=10', *ADV, name='split'); part.fit()
+    step_deadline.limit = None
+    rest = trainer(tmp_path, splits, 'run.max_steps=10', *ADV, name='split'); rest.fit()
+    assert rest.resumed_from is not None and rest.step == 10
+    assert same_state(full.model.state_dict(), rest.model.state_dict())
+    (fd, fo), (rd, ro) = disc_state(full), disc_state(rest)
+    assert same_state(fd, rd) and fo.keys() == ro.keys() and all(same_state(fo[k], ro[k]) for k in fo)
+
+def test_switching_the_discriminator_on_later_and_a_mismatched_one(tmp_path, splits, capsys):
+    trainer(tmp_path, splits, 'run.max_steps=2').fit()
+    t = trainer(tmp_path, splits, 'run.max_steps=4', *ADV)           # continues the model, starts a discriminator
+    assert t.step == 2 and 'has no discriminator' in capsys.readouterr().out
+    t.fit()
+    with pytest.raises(TrainingError, match='loss.disc_layers=3'):
+        trainer(tmp_path, splits, 'run.max_steps=6', *ADV, 'loss.disc_layers=3')
+
+def test_a_non_finite_discriminator_step_is_skipped_alone_under_fp16(tmp_path, splits):
+    "fp16 + scaler: an overflowing discriminator gradient leaves the discriminator untouched, the model steps, the scale halves."
+    t = trainer(tmp_path, splits, 'optim.amp=fp16', *ADV, 'loss.adv_start=0')
+    batches = t.loader.epoch_batches(0)
+    assert t.train_step(next(batches)) is not None
+    d_before, m_before, scale = disc_state(t), full_state(t)[0], t.scaler.get_scale()
+    hook = t.disc.net[0].weight.register_hook(lambda g: g * math.inf)   # the discriminator's own backward only
+    out = t.train_step(next(batches))
+    hook.remove()
+    assert out is not None and out['disc_skipped'] == 1.0 and t.health.skipped_steps == 0
+    d_after = disc_state(t)
+    assert same_state(d_before[0], d_after[0]) and all(same_state(d_before[1][k], d_after[1][k]) for k in d_before[1])
+    assert not same_state(m_before, full_state(t)[0])          # the model took its step
+    assert t.scaler.get_scale() == scale / 2
+
+def test_a_discriminator_that_wins_outright_raises_an_alert(tmp_path, splits):
+    "A fast discriminator against a generator that ignores it (tiny fixed weight): its loss falls to ~0 and the run says so."
+    t = trainer(tmp_path, splits, 'run.max_steps=40', 'loss.adv=1e-6', 'loss.adv_adaptive=false', 'loss.disc_lr=0.01',
+                'loss.adv_start=0', 'loss.disc_layers=2', 'loss.disc_channels=8')
+    s = t.fit()
+    alerts = [r for r in read_metrics(t.out / 'metrics.jsonl') if r.get('alert') == 'discriminator']
+    assert alerts and 'wins outright' in alerts[0]['text'] and any('discriminator wins outright' in a for a in s['alerts'])
+    assert len(alerts) <= 3                                      # at most once per 1000 steps (up to 3 messages at once)

@@ -63,8 +63,10 @@ class QuantizerConfig:
     dead_threshold: float = 1.0
     l2_normalize: bool = True        # cosine lookup: codes and latents on the unit sphere
     lookup_dim: int | None = 16      # project latents to this size for the lookup (None: embed_dim)
-    fp32: bool = True                # quantizer maths in float32 even under autocast
+    fp32: bool = True                # quantizer maths in float32 even under autocast (keep on: fp16 EMA codebooks overflow)
+
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # only for kind='fsq'
+    gradient: str = 'ste'            # how gradients pass the codebook lookup: 'ste' (straight-through) or 'rotation' (rotation trick; 'ema' only)
 
 # %% ../nbs/00_config.ipynb #4beb41e5
 @dataclass
@@ -79,6 +81,16 @@ class LossConfig:
     lpips_step: float = 0.0          # added every `lpips_every` steps (or epochs)
     lpips_every: int = 5
     lpips_max: float = 1.0
+    adv: float = 0.0                 # adversarial (PatchGAN discriminator) weight from adv_start on (0: no discriminator)
+    adv_loss: str = 'hinge'          # 'hinge' or 'non_saturating'
+    adv_start: int = 0               # optimisation step at which the discriminator starts training and the generator term joins
+    adv_warmup: int = 0              # steps over which the generator's adversarial weight ramps from 0 to `adv`
+    adv_adaptive: bool = True        # scale the term by |grad reconstruction| / |grad adversarial| at the decoder's last layer
+    adv_max_weight: float = 1e4      # cap of that ratio (taming's)
+    disc_layers: int = 3             # PatchGAN depth: stride-2 convolutions (3: 70x70-pixel patches, as pix2pix and taming)
+    disc_channels: int = 64          # width of its first layer, doubled per layer up to 8x
+    disc_lr: float | None = None     # the discriminator's Adam learning rate (None: optim.lr)
+    disc_betas: tuple[float, float] = (0.5, 0.9)
 
 # %% ../nbs/00_config.ipynb #f7b4040e
 @dataclass
@@ -226,6 +238,14 @@ def validate(cfg: Config) -> Config:
         (m.norm in ('group', 'none'), f"model.norm must be 'group' or 'none', got {m.norm!r}"),
         (m.act in ('silu', 'relu'), f"model.act must be 'silu' or 'relu', got {m.act!r}"),
         (q.kind in ('ema', 'fsq'), f"quantizer.kind must be 'ema' or 'fsq', got {q.kind!r}"),
+        (q.gradient in ('ste', 'rotation'), f"quantizer.gradient must be 'ste' or 'rotation', got {q.gradient!r}"),
+        (q.gradient == 'ste' or q.kind == 'ema', "quantizer.gradient='rotation' needs quantizer.kind='ema' (FSQ rounds per channel: there is no code vector to rotate to)"),
+        (cfg.loss.adv >= 0, f'loss.adv must be >= 0, got {cfg.loss.adv}'),
+        (cfg.loss.adv_loss in ('hinge', 'non_saturating'), f"loss.adv_loss must be 'hinge' or 'non_saturating', got {cfg.loss.adv_loss!r}"),
+        (cfg.loss.disc_layers >= 1 and cfg.loss.disc_channels >= 1, 'loss.disc_layers and loss.disc_channels must be at least 1'),
+        (cfg.loss.adv_start >= 0 and cfg.loss.adv_warmup >= 0, 'loss.adv_start and loss.adv_warmup must be >= 0'),
+        (cfg.loss.lpips_net in ('alex', 'vgg', 'squeeze'), f"loss.lpips_net must be 'alex', 'vgg' or 'squeeze', got {cfg.loss.lpips_net!r}"),
+
         (q.codebook_size >= 2, 'quantizer.codebook_size must be at least 2'),
         (0 < q.decay < 1, f'quantizer.decay must be in (0, 1), got {q.decay}'),
         (q.lookup_dim is None or q.lookup_dim >= 1, 'quantizer.lookup_dim must be positive or None'),

@@ -69,7 +69,7 @@ def lpips_weight(cfg: LossConfig, step: int, epoch: int = 0) -> float:
 def lpips_requested(cfg: LossConfig) -> bool: return cfg.lpips > 0
 
 class TokenizerLoss(nn.Module):
-    "Weighted sum of MSE, L1, commitment and LPIPS; `forward` returns (total, parts)."
+    "Weighted sum of MSE, L1, commitment and LPIPS; `forward` returns (total, parts), parts['rec'] the weighted reconstruction terms without commitment."
     def __init__(self, cfg: LossConfig, device='cpu', lpips_model: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
@@ -78,13 +78,13 @@ class TokenizerLoss(nn.Module):
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor, aux: dict, step: int = 0, epoch: int = 0):
         c, x_hat = self.cfg, x_hat.float()
         parts = {'mse': F.mse_loss(x_hat, x), 'commit': aux['commit_loss'].float()}
-        total = c.mse * parts['mse'] + c.commitment * parts['commit']
+        rec = c.mse * parts['mse']
         if c.l1 > 0:
             parts['l1'] = F.l1_loss(x_hat, x)
-            total = total + c.l1 * parts['l1']
+            rec = rec + c.l1 * parts['l1']
         w = lpips_weight(c, step, epoch)
         if w > 0:
             parts['lpips'] = self.lpips(x_hat, x).mean()
-            total = total + w * parts['lpips']
-        parts['lpips_weight'] = w
-        return total, parts
+            rec = rec + w * parts['lpips']
+        parts['lpips_weight'], parts['rec'] = w, rec   # rec: what the adversarial term's adaptive weight balances against
+        return rec + c.commitment * parts['commit'], parts

@@ -14,7 +14,7 @@ from .config import QuantizerConfig
 
 # %% auto #0
 __all__ = ['world_size', 'all_reduce_sum_', 'gather_global_batch', 'seeded_generator', 'init_conv1x1', 'nearest_code',
-           'cluster_sums', 'batch_code_stats', 'kmeans', 'EMAQuantizer', 'FSQ', 'build_quantizer']
+           'cluster_sums', 'batch_code_stats', 'kmeans', 'rotate_to', 'EMAQuantizer', 'FSQ', 'build_quantizer']
 
 # %% ../nbs/04_quantizer.ipynb #617b0120
 def _distributed() -> bool: return dist.is_available() and dist.is_initialized()
@@ -83,6 +83,16 @@ def kmeans(flat: torch.Tensor, k: int, iters: int, gen: torch.Generator, spheric
     counts, _ = cluster_sums(flat, nearest_code(flat, centroids), k)
     return centroids, counts
 
+# %% ../nbs/04_quantizer.ipynb #4ecddf3d
+def rotate_to(e: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    "Rows of `e` (N,d) rotated onto the directions of `q` and scaled to their norms, by a map held constant for autograd (the rotation trick)."
+    e_norm, q_norm = e.norm(dim=-1, keepdim=True).clamp_min(eps), q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    e_hat, q_hat = (e / e_norm).detach(), (q / q_norm).detach()
+    r = F.normalize(e_hat + q_hat, dim=-1, eps=eps).detach()   # undefined only for exactly opposite vectors
+    # R e = e - 2 r (r.e) + 2 q_hat (e_hat.e), with r, e_hat, q_hat constants: linear in e
+    rotated = e - 2 * (e * r).sum(-1, keepdim=True) * r + 2 * (e * e_hat).sum(-1, keepdim=True) * q_hat
+    return rotated * (q_norm / e_norm).detach()
+
 # %% ../nbs/04_quantizer.ipynb #84f3d92a
 def _check_latents(z: torch.Tensor, dim: int, who: str):
     if z.dim() != 4 or z.shape[1] != dim or not z.is_floating_point():
@@ -104,10 +114,11 @@ class EMAQuantizer(nn.Module):
     def __init__(self, dim: int, codebook_size: int = 1024, decay: float = 0.99, eps: float = 1e-5,
                  kmeans_init: bool = False, kmeans_iters: int = 10, restart_dead: bool = False,
                  dead_threshold: float = 1.0, l2_normalize: bool = False, lookup_dim: int | None = None,
-                 fp32: bool = False, seed: int = 0):
+                 fp32: bool = False, gradient: str = 'ste', seed: int = 0):
         super().__init__()
         if dim < 1 or codebook_size < 2: raise ValueError(f'EMAQuantizer: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}')
-        self.dim, self.codebook_size, self.decay, self.eps, self.seed = dim, codebook_size, decay, eps, seed
+        if gradient not in ('ste', 'rotation'): raise ValueError(f"EMAQuantizer: gradient must be 'ste' or 'rotation', got {gradient!r}")
+        self.dim, self.codebook_size, self.decay, self.eps, self.seed, self.gradient = dim, codebook_size, decay, eps, seed, gradient
         self.kmeans_init, self.kmeans_iters, self.restart_dead, self.dead_threshold = kmeans_init, kmeans_iters, restart_dead, dead_threshold
         self.l2_normalize, self.lookup_dim, self.fp32 = l2_normalize, lookup_dim, fp32
         gen, d = seeded_generator(seed), lookup_dim or dim
@@ -142,7 +153,9 @@ class EMAQuantizer(nn.Module):
             q = self.embed[indices]                   # codes before this step's update, as in the textbook
             commit_loss = (flat - q).pow(2).mean()    # q is a buffer: no gradient flows into the codebook
             if self.training: self._update(flat.detach(), indices, h * w)
-            z_q = self._from_lookup(q + (flat - flat.detach()), b, h, w)  # straight-through: value q, gradient identity
+            # value exactly q; gradient: the identity (straight-through) or the rotation taking the latent onto q
+            carrier = rotate_to(flat, q) if self.gradient == 'rotation' else flat
+            z_q = self._from_lookup(q + (carrier - carrier.detach()), b, h, w)
         perplexity, usage = batch_code_stats(indices, self.codebook_size)
         return z_q.to(z.dtype), dict(commit_loss=commit_loss, perplexity=perplexity, usage=usage, indices=indices.view(b, h, w))
 
@@ -266,7 +279,8 @@ def build_quantizer(cfg: QuantizerConfig, dim: int, seed: int = 0) -> nn.Module:
     if cfg.kind == 'ema':
         return EMAQuantizer(dim, cfg.codebook_size, decay=cfg.decay, eps=cfg.eps, kmeans_init=cfg.kmeans_init,
                             kmeans_iters=cfg.kmeans_iters, restart_dead=cfg.restart_dead, dead_threshold=cfg.dead_threshold,
-                            l2_normalize=cfg.l2_normalize, lookup_dim=cfg.lookup_dim, fp32=cfg.fp32, seed=seed)
+                            l2_normalize=cfg.l2_normalize, lookup_dim=cfg.lookup_dim, fp32=cfg.fp32, gradient=cfg.gradient, seed=seed)
+
     if cfg.kind == 'fsq':  # the codebook size is prod(fsq_levels); cfg.codebook_size is not used
         return FSQ(dim, cfg.fsq_levels, decay=cfg.decay, dead_threshold=cfg.dead_threshold, fp32=cfg.fp32, seed=seed)
     raise ValueError(f"quantizer.kind must be 'ema' or 'fsq', got {cfg.kind!r}")

@@ -16,6 +16,8 @@ from .data import load_splits, BatchLoader
 from .augment import augment_batch, augmenting
 from .model import build_tokenizer, to_model_input, count_parameters
 from .losses import TokenizerLoss, lpips_weight
+from .adversarial import (PatchDiscriminator, discriminator_loss, generator_loss, discriminator_active,
+                                      adversarial_weight, adaptive_weight, frozen_logits, discriminator_warnings)
 from .evaluate import evaluate, write_samples, sample_indices
 from .distributed import init_distributed, close_distributed, all_sum, barrier
 from torch.nn.parallel import DistributedDataParallel
@@ -154,13 +156,14 @@ class Cadence:
 
 # %% ../nbs/08_train.ipynb #abde77d5
 class MetricWindow:
-    "Training values summed on their device since the last `flush`."
-    def __init__(self): self.sums, self.n = {}, 0
+    "Training values summed on their device since the last `flush`, each averaged over the steps that reported it."
+    def __init__(self): self.sums, self.counts, self.n = {}, {}, 0
 
     def add(self, values: dict) -> None:
         for k, v in values.items():
             v = v.detach().float() if torch.is_tensor(v) else float(v)
             self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.n += 1
 
     def flush(self, device, dist=None) -> dict:
@@ -168,11 +171,11 @@ class MetricWindow:
         if not self.n: return {}
         keys = list(self.sums)
         t = torch.stack([torch.as_tensor(self.sums[k], dtype=torch.float32, device=device) for k in keys]
-                        + [torch.tensor(float(self.n), device=device)])
+                        + [torch.tensor(float(self.counts[k]), device=device) for k in keys])
         if dist is not None and dist.enabled: torch.distributed.all_reduce(t)
-        *sums, n = t.tolist()
-        self.sums, self.n = {}, 0
-        return {k: s / n for k, s in zip(keys, sums)}
+        values = t.tolist()
+        self.sums, self.counts, self.n = {}, {}, 0
+        return {k: s / c for k, s, c in zip(keys, values[:len(keys)], values[len(keys):])}
 
 # %% ../nbs/08_train.ipynb #7340e510
 class SessionClock:
@@ -219,6 +222,7 @@ class Health:
     rollbacks: int = 0
     usage_ema: float | None = None   # smoothed per-batch codebook usage
     collapse_alert_step: int | None = None  # the step of the last collapse alert
+    disc_alert_step: int | None = None      # the step of the last 'discriminator wins' alert
     alerts: list = field(default_factory=list)
 
     @classmethod
@@ -307,7 +311,8 @@ class Trainer:
                                             broadcast_buffers=False) if self.dist.enabled else self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                           weight_decay=cfg.optim.weight_decay, fused=self.speedups.fused_adam or None)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
+        self._build_discriminator()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)   # one scaler for both optimisers
         self.loss_fn = TokenizerLoss(cfg.loss, self.device, lpips_model)  # builds (and self-tests) LPIPS now if requested
         self.epoch, self.step, self.step_in_epoch, self.health = 0, 0, 0, Health()
         self.wandb_run_id, self.resumed_from, self.rolled_back, self.clock, self.budget_seconds = None, None, False, None, None
@@ -328,12 +333,27 @@ class Trainer:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.speedups.channels_last else x
 
+    def _build_discriminator(self) -> None:
+        "With `loss.adv > 0`: a PatchGAN discriminator, wrapped in DDP like the model, and its own Adam."
+        c = self.cfg.loss
+        self.disc = self.disc_net = self.disc_optimizer = None
+        self.adaptive_ratio = torch.zeros((), device=self.device)   # the last finite adaptive weight ratio
+        if c.adv <= 0: return
+        self.disc = PatchDiscriminator(c.disc_layers, c.disc_channels, seed=self.cfg.run.seed).to(self.device)
+        if self.speedups.channels_last: self.disc.to(memory_format=torch.channels_last)
+        self.disc_net = (DistributedDataParallel(self.disc, device_ids=[self.device] if self.device.type == 'cuda' else None)
+                         if self.dist.enabled else self.disc)
+        self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=c.disc_lr or self.cfg.optim.lr, betas=c.disc_betas,
+                                               fused=self.speedups.fused_adam or None)
+
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        disc = dict(discriminator=self.disc.state_dict(), disc_optimizer=self.disc_optimizer.state_dict(),
+                    adaptive_ratio=self.adaptive_ratio.clone()) if self.disc else {}
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
                     epoch=self.epoch, step=self.step, step_in_epoch=self.step_in_epoch, global_batch=self.global_batch,
                     world_size=self.dist.world_size, rng=rng_state(),
-                    config=config_to_dict(self.cfg), wandb_run_id=self.wandb_run_id, health=vars(self.health).copy())
+                    config=config_to_dict(self.cfg), wandb_run_id=self.wandb_run_id, health=vars(self.health).copy(), **disc)
 
     def load_state_dict(self, s: dict) -> None:
         self.model.load_state_dict(s['model'], strict=True)  # never strict=False: missing keys mean a grey decoder
@@ -348,7 +368,24 @@ class Trainer:
                   f'{self.dist.world_size} processes): continuing the epoch at step {self.step_in_epoch}')
         self.wandb_run_id = s.get('wandb_run_id')
         self.health = Health.from_dict(s.get('health', {}))
+        self._load_discriminator(s)
         set_rng_state(s['rng'])
+
+    def _load_discriminator(self, s: dict) -> None:
+        "The checkpoint's discriminator and its Adam; a run that switches `loss.adv` on starts a new one."
+        if self.disc is None: return
+        if 'discriminator' not in s:
+            if self.dist.is_main: print('the checkpoint has no discriminator (it trained with loss.adv=0): a new one starts now')
+            return
+        try:
+            self.disc.load_state_dict(s['discriminator'], strict=True)
+            self.disc_optimizer.load_state_dict(s['disc_optimizer'])
+            self.adaptive_ratio = s.get('adaptive_ratio', self.adaptive_ratio).to(self.device)
+
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise TrainingError(f'the checkpoint\'s discriminator does not fit loss.disc_layers={self.cfg.loss.disc_layers}, '
+                                f'loss.disc_channels={self.cfg.loss.disc_channels}: use the settings it was trained with '
+                                f'({str(e).splitlines()[0]})') from None
 
     def _resume(self, folders) -> None:
         state, info = load_latest(*folders, map_location=self.device)
@@ -407,28 +444,70 @@ class Trainer:
         with self.precision.autocast(self.device):
             x_hat, aux = self.net(x)
         loss, parts = self.loss_fn(x, x_hat, aux, self.step, self.epoch)  # in float32: the loss never underflows in fp16
+        adversarial = self._adversarial_term(x_hat, parts)
+        if adversarial is not None: loss = loss + adversarial
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip or math.inf)
-        # the one host synchronisation of a step: was it finite on every rank? All ranks take the same path.
-        bad = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
+        disc_norm = self._discriminator_backward(x, x_hat, parts, lr / cfg.optim.lr)
+        # the one host synchronisation of a step: was it finite on every rank (model, and discriminator)? All ranks take the same path.
+        no = torch.zeros((), dtype=torch.bool, device=loss.device)
+        bad = torch.stack([~(torch.isfinite(loss) & torch.isfinite(grad_norm)),
+                           ~torch.isfinite(disc_norm) if disc_norm is not None else no]).float()
         if self.dist.enabled: torch.distributed.all_reduce(bad)
-        if bad.item():
+        bad_model, bad_disc = bad.tolist()
+        if bad_model:
             self.scaler.update()  # with fp16 this lowers the loss scale; the step itself is not taken
             with torch.no_grad():
                 for b, kept in zip(self.model.buffers(), buffers): b.copy_(kept)
             return self._skip('loss' if not torch.isfinite(loss) else 'gradient')
         self.scaler.step(self.optimizer)
+        if disc_norm is not None:
+            if not bad_disc: self.scaler.step(self.disc_optimizer)
+            parts['disc_skipped'] = bad_disc   # a non-finite discriminator step is not taken (under fp16 the scale drops)
         self.scaler.update()
         self.health.consecutive_skips = 0
         return {'loss': loss.detach(), **{k: v.detach() if torch.is_tensor(v) else v for k, v in parts.items()},
                 'grad_norm': grad_norm.detach(), 'perplexity': aux['perplexity'].detach(),
                 'usage': aux['usage'].detach() if torch.is_tensor(aux['usage']) else aux['usage'], 'lr': lr}
 
+    def _adversarial_term(self, x_hat: torch.Tensor, parts: dict) -> torch.Tensor | None:
+        "The generator's adversarial loss x its weight (ramped, and adaptive), or None before `loss.adv_start`."
+        c = self.cfg.loss
+        weight = adversarial_weight(c, self.step)
+        if weight == 0: return None
+        with self.precision.autocast(self.device):
+            g_adv = generator_loss(c.adv_loss, frozen_logits(self.disc, x_hat))
+        if c.adv_adaptive:   # gradients of the scaled losses under fp16 (nothing underflows); averaged over ranks
+            scale = self.scaler.scale(torch.ones((), device=self.device)) if self.precision.scaler else 1.0
+            ratio = adaptive_weight(parts['rec'], g_adv, self.model.decoder.net[-1].weight, c.adv_max_weight, scale)
+            # a scaled gradient that overflowed fp16 is the scaler's business (it lowers the scale), not a reason to
+            # skip the step: keep the last finite ratio (0 before the first), without a host synchronisation
+            self.adaptive_ratio = torch.where(torch.isfinite(ratio), ratio, self.adaptive_ratio.to(ratio.device))
+            weight = weight * self.adaptive_ratio
+        parts.update(g_adv=g_adv, adv_weight=weight)
+        return weight * g_adv
+
+    def _discriminator_backward(self, x: torch.Tensor, x_hat: torch.Tensor, parts: dict, lr_factor: float) -> torch.Tensor | None:
+        "The discriminator's loss on real and reconstructed frames (one call: GroupNorm keeps them apart), backward; its gradient norm."
+        c = self.cfg.loss
+        if self.disc is None or not discriminator_active(c, self.step): return None
+        for g in self.disc_optimizer.param_groups: g['lr'] = (c.disc_lr or self.cfg.optim.lr) * lr_factor   # the model's schedule
+        with self.precision.autocast(self.device):
+            real, fake = self.disc_net(torch.cat([x, x_hat.detach().to(x.dtype)])).float().chunk(2)
+        d_loss = discriminator_loss(c.adv_loss, real, fake)
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(d_loss).backward()
+        self.scaler.unscale_(self.disc_optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.cfg.optim.grad_clip or math.inf)
+        parts.update(d_loss=d_loss.detach(), logits_real=real.mean().detach(), logits_fake=fake.mean().detach(), disc_grad_norm=norm)
+        return norm
+
     def _skip(self, what: str) -> None:
         "Count a non-finite step; back off the learning rate, then roll back, when they repeat."
         self.optimizer.zero_grad(set_to_none=True)
+        if self.disc_optimizer is not None: self.disc_optimizer.zero_grad(set_to_none=True)
         h, run = self.health, self.cfg.run
         h.skipped_steps += 1; h.consecutive_skips += 1
         if h.consecutive_skips == 1:
@@ -467,6 +546,15 @@ class Trainer:
         msg = (f'step {self.step}: smoothed codebook usage {h.usage_ema:.1%} < {run.collapse_min_usage:.0%}'
                + ('; dead codes will be restarted from current encoder outputs' if remedy else ''))
         h.alerts.append(msg); self.tracker.alert('codebook collapse', msg)
+
+    def _watch_discriminator(self, means: dict) -> None:
+        "A health alert when the discriminator wins outright (at most once per COLLAPSE_ALERT_STEPS steps)."
+        h, msgs = self.health, discriminator_warnings(means)
+        if not msgs or (h.disc_alert_step is not None and self.step - h.disc_alert_step < COLLAPSE_ALERT_STEPS): return
+        h.disc_alert_step = self.step
+        for m in msgs:
+            m = f'step {self.step}: {m}; consider a later loss.adv_start, a lower loss.disc_lr or loss.adv'
+            h.alerts.append(m); self.tracker.alert('discriminator', m)
 
     # -- evaluation --------------------------------------------------------------------------------
     def evaluate_now(self, clock: SessionClock | None = None) -> dict:
@@ -569,6 +657,7 @@ class Trainer:
                     window_start = time.monotonic()
                     self.tracker.log(means, step=self.step, epoch=self.epoch)
                     self._watch_usage(means['usage'], n)
+                    self._watch_discriminator(means)
                     bar.set_postfix(loss=f"{means['loss']:.4f}", ppl=f"{means['perplexity']:.0f}", use=f"{means['usage']:.0%}",
                                     epoch=self.epoch, left=_fmt_left(clock.remaining()), health=self._health_label(), refresh=False)
                 if eval_due or evals.due_by_steps(self.step):
@@ -602,6 +691,8 @@ class Trainer:
 
 def _health_label_of(h: Health, step: int) -> str:
     if h.collapse_alert_step is not None and step - h.collapse_alert_step < COLLAPSE_ALERT_STEPS: return 'COLLAPSE'
+    if h.disc_alert_step is not None and step - h.disc_alert_step < COLLAPSE_ALERT_STEPS: return 'DISC WINS'
+
     return f'{h.skipped_steps} skipped' if h.skipped_steps else 'ok'
 
 def _fmt_left(seconds: float) -> str:
