@@ -614,6 +614,12 @@ class Trainer:
                   f'{self.model.codebook_size} codes, {len(self.train_set)} train / {len(self.val_set)} val frames, '
                   f'batch {cfg.optim.batch_size}{procs}, lr {cfg.optim.lr:g} ({cfg.optim.schedule}), {self.steps_per_epoch} steps/epoch'
                   + (f', budget {budget:g} min' if budget else '') + (f', max_steps {cfg.run.max_steps}' if cfg.run.max_steps else ''))
+            if self.disc is not None:
+                c = cfg.loss
+                print(f'adversarial: PatchGAN {c.disc_layers} layers x {c.disc_channels} ({count_parameters(self.disc)/1e6:.2f}M '
+                      f'parameters), {c.adv_loss}, weight {c.adv:g}{" x adaptive" if c.adv_adaptive else ""} from step {c.adv_start}'
+                      + (f' (ramp {c.adv_warmup} steps)' if c.adv_warmup else '') + f', lr {c.disc_lr or cfg.optim.lr:g}')
+
             print(f'device: {card}; precision {self.precision.name}' + (f"; {', '.join(on)}" if on else ''))
             self.tracker.note('runtime', info)
         return info
