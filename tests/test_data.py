@@ -397,3 +397,35 @@ def test_kaggle_versioned_handle_offline(tmp_path, monkeypatch):
     assert sorted(train.names) == ['traj0', 'traj1', 'traj2']
     with pytest.raises(FrameError, match='cannot resolve the Kaggle dataset'):
         load_splits(replace(cfg, data=replace(cfg.data, source='kaggle:someone/minerl-mini')), progress=False)
+
+
+def test_minerl_actions_and_rewards_come_back_from_the_cache_aligned(tmp_path, monkeypatch):
+    """A rendered.npz beside each recording: the cache keeps each kept frame's action (its step's camera yaw is its frame
+    number) and the rewards up to the next kept frame, in two worker processes; adding the files makes a new entry."""
+    lengths = [16, 21, 24]
+    root = minerl_tree(tmp_path / 'minerl', lengths)
+    cfg = video_cfg(tmp_path, root, val_fraction=0.0, workers=2)
+    plain, _ = load_splits(cfg, progress=False)
+    assert plain.actions is None and plain.rewards is None
+    for k, n in enumerate(lengths):                              # one step per pair of frames; reward 1 per step
+        np.savez(root / f'traj{k}' / 'rendered.npz', **{'action$camera': np.stack([np.zeros(n - 1), np.arange(n - 1)], 1),
+                                                         'action$jump': np.arange(n - 1) % 2, 'reward': np.ones(n - 1)})
+    fs, _ = load_splits(cfg, progress=False)
+    assert len(entries(tmp_path)) == 2                         # the action files are part of the source's fingerprint
+    assert fs.action_names == ['jump', 'camera_pitch', 'camera_yaw']
+    for e, name in enumerate(fs.names):
+        k = int(name[-1]); n = lengths[k]; part = fs.subset(fs.episodes == e)
+        kept = every_kth(n, 10, 2)
+        assert red(part) == (20 * k + kept).tolist()
+        np.testing.assert_array_equal(part.actions[:, 2], np.where(kept < n - 1, kept, 0))   # the last frame has no step
+        np.testing.assert_array_equal(part.rewards, [min(b, n - 1) - a for a, b in zip(kept, np.r_[kept[1:], n])])
+    calls = count_decodes(monkeypatch)
+    again, _ = load_splits(cfg, progress=False)
+    assert calls == []                                          # reused: nothing decoded
+    np.testing.assert_array_equal(again.actions, fs.actions); np.testing.assert_array_equal(again.rewards, fs.rewards)
+    entry = next(p for p in (tmp_path / 'cache').iterdir() if (p / '000000.actions.npy').exists())
+    manifest = json.loads((entry / 'manifest.json').read_text())
+    assert all({'actions', 'rewards'} <= set(s) and 'dones' not in s for s in manifest['shards'])
+    (entry / '000001.rewards.npy').write_bytes(b'\x93NUMPY damaged')
+    with pytest.raises(CacheError, match='000001.rewards.npy: shard is damaged'):
+        load_cache_entry(entry)

@@ -97,23 +97,35 @@ def test_minerl_max_frames_is_a_seeded_subset_of_the_rule(tmp_path):
     assert red(read_source(str(root), 32, 18, skip_first=20, frame_gap=2, max_frames=7, seed=3)) == red(fs)
 
 
+def gamefactory_meta(n, keyed=False, pitch=0.0, **extra):
+    "GF-Minecraft-style metadata: per frame t, ws cycling 0/1/2, ad 0, scs 0, yaw = t (so a frame's action names it), pitch as given."
+    acts = [dict(ws=t % 3, ad=0, scs=0, pitch=float(pitch), yaw=float(t), **extra) for t in range(n)]
+    return dict(biome='plains', actions={str(t): a for t, a in enumerate(acts)} if keyed else acts)
+
+
 def test_gamefactory_rule_draws_planned_frames_with_gaps(tmp_path):
     root = tmp_path / 'gf'
     (root / 'video').mkdir(parents=True); (root / 'metadata').mkdir()
     lengths = [60, 35, 12, 48]
     for k, n in enumerate(lengths):
         write_video(root / 'video' / f'{k:03d}.mp4', coloured(n, offset=60 * k))
-        (root / 'metadata' / f'{k:03d}.json').write_text('{"actions": []}')
+        (root / 'metadata' / f'{k:03d}.json').write_text(json.dumps(gamefactory_meta(n, keyed=k % 2 == 1, pitch=-k)))
     tasks = plan_tasks(root, 'gamefactory', 64, 64, skip_first=0, frame_gap=5, max_frames=20, seed=11)
     expected = gap_sample(lengths, 20, 5, seed=11)
     by_name = {t['episode']: t['indices'] for t in tasks}
     assert by_name == {f'video/{k:03d}.mp4': e.tolist() for k, e in enumerate(expected) if len(e)}
+    assert all(t['annotations'].endswith(f"metadata/{Path(t['path']).stem}.json") for t in tasks)
     fs = read_source(str(root), 64, 64, layout='gamefactory', frame_gap=5, max_frames=20, seed=11)
     assert len(fs) == 20 and fs.frames.shape[1:] == (64, 64, 3)
+    assert fs.action_names == ['forward', 'back', 'left', 'right', 'jump', 'sneak', 'sprint', 'camera_pitch', 'camera_yaw']
     for e, name in enumerate(fs.names):
         k = int(Path(name).stem)
-        got = [r - 60 * k for r in red(fs.subset(fs.episodes == e))]
+        part = fs.subset(fs.episodes == e)
+        got = [r - 60 * k for r in red(part)]
         assert got == by_name[name] and all(np.diff(got) >= 5)
+        # the actions of exactly the drawn frames: yaw is the frame number, ws cycles none/forward/back
+        assert part.actions[:, 8].tolist() == got and part.actions[:, 7].tolist() == [-k] * len(got)
+        assert part.actions[:, 0].tolist() == [float(t % 3 == 1) for t in got] and part.actions[:, 1].tolist() == [float(t % 3 == 2) for t in got]
     other = read_source(str(root), 64, 64, layout='gamefactory', frame_gap=5, max_frames=20, seed=12)
     assert red(other) != red(fs)
 
@@ -220,3 +232,139 @@ def test_fast_video_scaling_matches_pil_box_filter(tmp_path):
         fast = decode_video(tmp_path / 'c.mp4', width=w, height=h).astype(int)
         ref = np.stack([preprocess(f, w, h) for f in frames]).astype(int)
         assert np.abs(fast - ref).max() <= 1, (w, h)                          # rounding only
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What was done between frames: Crafter's recorded steps, MineRL's rendered.npz and GameFactory's JSON actions, kept
+# aligned with the frames through the skip, the stride and random draws.
+import itertools
+from vqvae_kaggle.frames import (crafter_actions, crafter_frame_steps, gap_totals, read_gamefactory_steps, read_minerl_steps)
+
+
+def test_crafter_records_what_happened_between_kept_frames():
+    """Per kept frame: how often each action was taken up to the next kept frame, the rewards summed, the deaths OR-ed.
+    (Replaying the recorded actions does not reproduce the frames: Crafter 1.8.3 moves its creatures in set order, so
+    the folding is checked against the per-step record of the same render instead.)"""
+    import crafter
+    skip_first, frame_gap = 4, 3
+    for seed in (3, 0, 1, 2, 5):                                # worlds whose player dies within ~400 steps, most runs
+        frames, st = render_crafter_episode(seed, 130, skip_first, frame_gap, with_steps=True)
+        if st['dones'].any(): break
+    assert st['dones'].any(), 'no death in any world tried: the done flag is untested'
+    kept, T = st['kept'], len(st['actions'])
+    assert frames.shape == (130, 72, 128, 3) and len(kept) == 130 and kept[-1] == T       # no step after the last frame
+    np.testing.assert_array_equal(st['actions'], list(itertools.islice(crafter_actions(np.random.default_rng(seed)), T)))
+    rows = crafter_frame_steps(st)
+    assert rows['action_names'] == list(crafter.constants.actions)
+    spans = list(zip(kept, np.r_[kept[1:], T]))
+    for k, (a, b) in enumerate(spans):
+        np.testing.assert_array_equal(rows['actions'][k], np.bincount(st['actions'][a:b], minlength=len(rows['action_names'])))
+        assert rows['rewards'][k] == pytest.approx(st['rewards'][a:b].sum(), abs=1e-5)
+        assert rows['dones'][k] == st['dones'][a:b].any()
+        if st['dones'][a:b].any():                              # a death: the next frame is the new life's, after its spawn
+            assert b - a == int(np.flatnonzero(st['dones'][a:b])[0]) + 1 + skip_first
+        elif k < len(spans) - 1: assert b - a == frame_gap
+    assert rows['actions'][-1].sum() == 0 and rows['actions'][:-1].sum(1).min() >= 1
+    fs = render_crafter([seed], 6, skip_first, frame_gap, progress=False)
+    assert fs.actions.shape == (6, 17) and fs.rewards.shape == (6,) and fs.dones.dtype == bool
+
+
+def minerl_tree_with_actions(root, lengths, rows=None):
+    """MineRL trajectories whose rendered.npz says which frame each step starts from: camera yaw = video frame of the step,
+    `place` cycles through string values, reward = 10 x video + frame (so sums over gaps can be checked)."""
+    minerl_tree(root, lengths)
+    for k, n in enumerate(lengths):
+        T = (n - 1) if rows is None else rows[k]
+        frame = np.arange(T) + max(0, n - 1 - T)                # MineRL's alignment: the last step ends at the last frame
+        places = np.array(['none', 'dirt', 'stone'])[frame % 3]
+        np.savez(root / f'v{k}' / f'traj{k}' / 'rendered.npz', **{
+            'action$forward': (frame % 2).astype(np.int64), 'action$camera': np.stack([np.zeros(T), frame], 1).astype(np.float32),
+            'action$place': places, 'reward': (10 * k + frame).astype(np.float64), 'observation$inventory$dirt': np.zeros(T)})
+    return root
+
+
+def expected_minerl(k, n, T, kept):
+    "(camera yaw, place, summed reward) `minerl_tree_with_actions` gives the frames `kept` of trajectory k (n frames, T steps)."
+    first = max(0, n - 1 - T)                                   # frames before `first` and from first + T on have no step
+    has_step = (kept >= first) & (kept < first + T)
+    place_index = {v: i for i, v in enumerate(sorted(['none', 'dirt', 'stone', 'cobblestone', 'crafting_table', 'furnace', 'torch']))}
+    places = [place_index[['none', 'dirt', 'stone'][t % 3] if s else 'none'] for t, s in zip(kept, has_step)]
+    per_frame = np.array([10 * k + t if first <= t < first + T else 0 for t in range(n)], np.float64)
+    rewards = [per_frame[a:b].sum() for a, b in zip(kept, np.r_[kept[1:], n])]          # up to the next kept frame
+    return np.where(has_step, kept, 0), places, rewards
+
+
+def test_minerl_actions_follow_the_frames_through_skip_and_gap(tmp_path):
+    lengths, rows = [30, 41, 23], [29, 41, 20]                  # V - 1 steps, V steps, and 2 frames before the first step
+    root = minerl_tree_with_actions(tmp_path / 'minerl', lengths, rows)
+    fs = read_source(str(root), 32, 18, skip_first=3, frame_gap=4)
+    assert fs.action_names == ['forward', 'camera_pitch', 'camera_yaw', 'place'] and fs.dones is None   # MineRL has no done flag
+    for k, (n, T) in enumerate(zip(lengths, rows)):
+        part, kept = fs.subset(fs.episodes == k), every_kth(n, 3, 4)
+        assert red(part) == (50 * k + kept).tolist()
+        yaw, places, rewards = expected_minerl(k, n, T, kept)
+        np.testing.assert_array_equal(part.actions[:, 2], yaw)                 # each kept frame's own step
+        np.testing.assert_array_equal(part.actions[:, 3], places)
+        np.testing.assert_allclose(part.rewards, rewards)                       # summed over the gap after it
+    sub = read_source(str(root), 32, 18, skip_first=3, frame_gap=4, max_frames=7, seed=1)   # a random subset of those frames
+    assert len(sub) == 7
+    for e, name in enumerate(sub.names):
+        k = int(name[1]); part = sub.subset(sub.episodes == e)
+        kept = np.array(red(part)) - 50 * k
+        yaw, _, rewards = expected_minerl(k, lengths[k], rows[k], kept)
+        np.testing.assert_array_equal(part.actions[:, 2], yaw); np.testing.assert_allclose(part.rewards, rewards)
+
+
+def test_minerl_annotations_that_do_not_fit_name_the_file(tmp_path):
+    root = minerl_tree_with_actions(tmp_path / 'minerl', [30, 25], rows=[29, 26])      # 26 steps for 25 frames
+    with pytest.raises(FrameError, match=r'traj1/rendered.npz: 26 steps for a video of 25 frames'):
+        read_source(str(root), 32, 18, skip_first=20, frame_gap=2)
+    assert read_source(str(root), 32, 18, skip_first=20, frame_gap=2, skip_bad=True).names == ['v0/traj0']
+    np.savez(root / 'v1' / 'traj1' / 'rendered.npz', **{'action$forward': np.ones(24), 'reward': np.ones(23)})
+    with pytest.raises(FrameError, match=r"traj1/rendered.npz: its arrays differ in length \({'action\$forward': 24, 'reward': 23}\)"):
+        read_source(str(root), 32, 18, skip_first=20, frame_gap=2)
+    np.savez(root / 'v1' / 'traj1' / 'rendered.npz', **{'action$place': np.array(['lava'] * 24)})
+    with pytest.raises(FrameError, match=r"traj1/rendered.npz: action\$place holds \['lava'\]"):
+        read_source(str(root), 32, 18, skip_first=20, frame_gap=2)
+    # keys that are not numbers (and not a known enum), and pickled object arrays, are skipped and reported, never guessed
+    np.savez(root / 'v1' / 'traj1' / 'rendered.npz', **{'action_forward': np.ones(24), 'action_chat': np.array(['hi'] * 24),
+                                                         'action_blob': np.array([{}] * 24, dtype=object)})
+    with pytest.warns(UserWarning, match=r"not read: \['action_blob', 'action_chat'\]"):
+        st = read_minerl_steps(root / 'v1' / 'traj1' / 'rendered.npz', 25)
+    assert st['action_names'] == ['forward'] and st['rewards'] is None and st['actions'][:, 0].tolist() == [1] * 24 + [0]
+
+
+def test_gamefactory_annotations_are_checked(tmp_path):
+    path = tmp_path / 'clip.json'
+    def write(**meta): path.write_text(json.dumps(meta))
+    write(**gamefactory_meta(6, pos=[0, 64, 0]))
+    with pytest.warns(UserWarning, match=r"not read: \['pos'\]"):
+        st = read_gamefactory_steps(path, 6)
+    assert st['actions'][:, -1].tolist() == [0, 1, 2, 3, 4, 5]
+    write(actions=[dict(ws=0, ad=1, scs=2, pitch_delta=1.5, yaw_delta=-2.0)] * 6)                     # the older names
+    st = read_gamefactory_steps(path, 6)
+    assert st['action_names'] == ['forward', 'back', 'left', 'right', 'jump', 'sneak', 'sprint', 'camera_pitch', 'camera_yaw']
+    assert st['actions'][0].tolist() == [0, 0, 1, 0, 0, 1, 0, 1.5, -2.0]
+    for meta, n_frames, message in [
+            (dict(actions=[dict(ws=1, scs=4)]), 1, r'clip.json: frame 0: scs=4, expected 0 \(none\) or 1 \(jump\), 2 \(sneak\), 3 \(sprint\)'),
+            (dict(actions=[dict(ws=1), dict(ad=1)]), 2, r"clip.json: action entry 1 has the keys \['ad'\], entry 0 has \['ws'\]"),
+            (dict(actions=[dict(ws=1), dict(ws='fast')]), 2, r"clip.json: 'ws' must be a finite number"),
+            (dict(actions={'0': dict(ws=1), '2': dict(ws=1)}), 2, r'clip.json: "actions" must be keyed 0..1 without gaps'),
+            (dict(actions=[dict(ws=1)] * 3), 1, r'clip.json: 3 action entries for a video of 1 frames')]:
+        write(**meta)
+        with pytest.raises(FrameError, match=message):
+            read_gamefactory_steps(path, n_frames)
+    path.write_text('{not json')
+    with pytest.raises(FrameError, match='clip.json: cannot read the GameFactory metadata'):
+        read_gamefactory_steps(path, 1)
+
+
+def test_gap_totals_matches_a_loop():
+    rng = np.random.default_rng(0)
+    steps = rng.random((50, 3))
+    for _ in range(20):
+        kept = np.sort(rng.choice(51, size=rng.integers(1, 10), replace=False))
+        end = int(rng.integers(kept[-1], 51))
+        bounds = np.r_[kept, end]
+        loop = np.stack([steps[a:b].sum(0) for a, b in zip(bounds[:-1], bounds[1:])])
+        np.testing.assert_allclose(gap_totals(steps, kept, end), loop)

@@ -35,8 +35,9 @@ def make_checkpoint(folder: Path, W: int = 32, H: int = 16, *extra) -> Path:
 
 
 def episodes_npz(path: Path, lengths, W: int = 32, H: int = 16, seed: int = 0, interleave: bool = False):
-    """A frame array of blocky frames, one episode per length, written as .npz with `episodes` and `actions`
-    (columns: episode id, position in the episode, a random value); episodes interleaved row by row if asked."""
+    """A frame array of blocky frames, one episode per length, written as .npz with `episodes`, `actions` (columns:
+    episode id, position in the episode, a random value), `rewards` (100 x episode + position) and random `dones`;
+    episodes interleaved row by row if asked."""
     rng = np.random.default_rng(seed)
     eps = np.concatenate([np.full(n, e) for e, n in enumerate(lengths)])
     if interleave: eps = rng.permutation(eps)                        # rows of the episodes shuffled together ...
@@ -44,7 +45,8 @@ def episodes_npz(path: Path, lengths, W: int = 32, H: int = 16, seed: int = 0, i
     for e, n in enumerate(lengths): t[eps == e] = np.arange(n)       # ... each episode's rows still in time order
     frames = rng.integers(0, 256, (len(eps), H // 4, W // 4, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
     actions = np.stack([eps, t, rng.random(len(eps))], 1).astype(np.float32)
-    np.savez(path, frames=frames, episodes=eps, actions=actions, action_names=['episode', 't', 'noise'])
+    rewards, dones = (100 * eps + t).astype(np.float32), rng.random(len(eps)) < 0.15   # a reward that names its frame
+    np.savez(path, frames=frames, episodes=eps, actions=actions, action_names=['episode', 't', 'noise'], rewards=rewards, dones=dones)
     return frames, eps, actions
 
 
@@ -56,6 +58,16 @@ def episode_order(eps: np.ndarray) -> np.ndarray:
 def expected_rows(eps: np.ndarray, skip_first: int = 0, frame_gap: int = 1) -> np.ndarray:
     "Source rows in output order, worked out independently of `frame_order`: each episode's rows in time, every gap-th after the skip."
     return np.concatenate([np.flatnonzero(eps == e)[skip_first::frame_gap] for e in episode_order(eps)])
+
+
+def expected_over_gaps(values: np.ndarray, eps: np.ndarray, skip_first: int = 0, frame_gap: int = 1, how=np.sum) -> np.ndarray:
+    "Per output row: `values` of the source rows from that row up to its episode's next kept row (or end), reduced by `how`."
+    out = []
+    for e in episode_order(eps):
+        rows = np.flatnonzero(eps == e)
+        kept = np.arange(skip_first, len(rows), frame_gap)
+        out += [how(values[rows[a:b]]) for a, b in zip(kept, np.r_[kept[1:], len(rows)])]
+    return np.array(out)
 
 
 def read_folder(folder: Path) -> dict:
@@ -94,10 +106,15 @@ def test_codes_indices_and_actions_stay_aligned_across_episode_and_chunk_boundar
     np.testing.assert_array_equal(episode_order(eps)[episode_of_row], actions[rows, 0])   # ... its episode ...
     model, _, _ = load_tokenizer(run)
     np.testing.assert_array_equal(t['codes'], tk.encode_chunk(model, frames[rows], 1))   # ... and its frame's codes
+    with np.load(tmp_path / 'src.npz') as z: rewards, dones = z['rewards'], z['dones']
+    np.testing.assert_array_equal(t['rewards'], expected_over_gaps(rewards, eps, skip_first, frame_gap))      # rewards summed and ...
+    np.testing.assert_array_equal(t['dones'], expected_over_gaps(dones, eps, skip_first, frame_gap, np.any))  # ... dones OR-ed over gaps
+    if frame_gap == 1 and skip_first == 0: np.testing.assert_array_equal(t['rewards'], rewards[rows])      # no gap: each row's own
     assert t['frame_index'][0] == skip_first and (np.diff(t['frame_index'])[np.diff(episode_of_row) == 0] == frame_gap).all()
     m = t['meta']
     assert (m['sampling']['skip_first'], m['sampling']['frame_gap'], m['episodes'], m['actions']['names']) == \
            (skip_first, frame_gap, 4, ['episode', 't', 'noise'])
+    assert (m['rewards']['file'], m['dones']['file']) == ('rewards.npy', 'dones.npy') and 'summed' in m['rewards']['over_gap']
     assert m['source']['fingerprint']['frames_sha256'] and m['tokenizer']['sha256'] == tk.sha256_file(m['tokenizer']['checkpoint'])
 
 
@@ -209,6 +226,43 @@ def test_rendered_source_keeps_the_renderers_timeline(tmp_path):
     np.testing.assert_array_equal(t['episode_starts'], [0, 5])
     np.testing.assert_array_equal(t['frame_index'], [3, 5, 7, 9, 11] * 2)
     assert t['meta']['sampling']['applied_by'] == 'renderer' and t['meta']['source']['fingerprint']['renderer'] == 'crafter'
+    # what was done between the frames: 2 game steps each (the stride), none after an episode's last frame
+    import crafter
+    assert t['meta']['actions']['names'] == list(crafter.constants.actions) and 'game steps' in t['meta']['actions']['over_gap']
+    np.testing.assert_array_equal(t['actions'].sum(1), [2, 2, 2, 2, 0] * 2)
+    assert t['rewards'].shape == (10,) and t['dones'].dtype == bool and not t['dones'].any()   # nobody dies in 11 steps
+
+
+def test_minerl_layout_tokens_line_up_with_their_actions_and_rewards(tmp_path):
+    """MineRL trajectories (recording.mp4 + rendered.npz, one step per pair of frames) tokenized with a skip and a stride
+    in chunks that cross episodes: each row's codes are its frame's, its action is its frame's step (camera yaw = frame
+    number), its reward sums the steps up to the next kept frame (reward = 100 x trajectory + frame)."""
+    from vqvae_kaggle.frames import write_video
+    run = make_checkpoint(tmp_path / 'run')
+    lengths, skip_first, frame_gap = [13, 9, 20], 2, 3
+    rng, videos = np.random.default_rng(0), []
+    for k, n in enumerate(lengths):
+        d = tmp_path / 'minerl' / f'traj{k}'; d.mkdir(parents=True)
+        videos.append(rng.integers(0, 256, (n, 4, 8, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2))
+        write_video(d / 'recording.mp4', videos[-1])                # lossless: the cache decodes these exact frames
+        np.savez(d / 'rendered.npz', **{'action$forward': np.ones(n - 1), 'action$camera': np.stack([np.zeros(n - 1), np.arange(n - 1)], 1),
+                                         'reward': 100.0 * k + np.arange(n - 1)})
+    tk.tokenize(run, str(tmp_path / 'minerl'), tmp_path / 'tok', skip_first, frame_gap, chunk_frames=4, batch_size=1,
+                device='cpu', progress=False)
+    t = tk.load_tokens(tmp_path / 'tok')
+    model, _, _ = load_tokenizer(run)
+    kept = [np.arange(skip_first, n, frame_gap) for n in lengths]
+    assert t['meta']['episode_names'] == ['traj0', 'traj1', 'traj2'] and t['meta']['actions']['names'] == ['forward', 'camera_pitch', 'camera_yaw']
+    np.testing.assert_array_equal(t['episode_starts'], np.r_[0, np.cumsum([len(i) for i in kept])[:-1]])
+    np.testing.assert_array_equal(t['frame_index'], np.concatenate(kept))
+    np.testing.assert_array_equal(t['codes'], tk.encode_chunk(model, np.concatenate([v[i] for v, i in zip(videos, kept)]), 1))
+    np.testing.assert_array_equal(t['actions'][:, 2], np.concatenate([np.where(i < n - 1, i, 0) for i, n in zip(kept, lengths)]))
+    reward = [np.r_[100.0 * k + np.arange(n - 1), 0] for k, n in enumerate(lengths)]                       # the last frame: no step
+    np.testing.assert_array_equal(t['rewards'], np.concatenate([[r[a:b].sum() for a, b in zip(i, np.r_[i[1:], len(r)])]
+                                                                for r, i in zip(reward, kept)]))
+    assert t['dones'] is None and 'not included' in t['meta']['actions']['over_gap']
+    _, acts, rew, dones = tk.TokenDataset(tmp_path / 'tok', length=3, with_rewards=True)[0]
+    np.testing.assert_array_equal(rew.numpy(), t['rewards'][:3]); assert not dones.any() and acts.shape == (3, 3)
 
 
 def test_token_dataset_windows_stay_within_episodes(tmp_path):
@@ -223,6 +277,16 @@ def test_token_dataset_windows_stay_within_episodes(tmp_path):
         assert tokens.shape == (6, 8, 16) and tokens.dtype == torch.int64 and acts.shape == (6, 3)
         assert len(set(acts[:, 0].tolist())) == 1 and (np.diff(acts[:, 1].numpy()) == 1).all()   # one episode, consecutive frames
         s = int(ds.starts[i]); np.testing.assert_array_equal(tokens.numpy(), codes[s:s + 6])
+    scored = tk.TokenDataset(tmp_path / 'tok', length=6, stride=2, with_rewards=True)
+    for i in range(len(scored)):
+        s, (_, _, rew, done) = int(scored.starts[i]), scored[i]
+        np.testing.assert_array_equal(rew.numpy(), np.load(tmp_path / 'tok' / 'rewards.npy')[s:s + 6])
+        np.testing.assert_array_equal(done.numpy(), np.load(tmp_path / 'tok' / 'dones.npy')[s:s + 6])
+    np.savez(tmp_path / 'plain.npz', frames=np.zeros((8, 16, 32, 3), np.uint8))
+    tk.tokenize(run, tmp_path / 'plain.npz', tmp_path / 'plain', device='cpu', progress=False)
+    assert tk.load_tokens(tmp_path / 'plain')['rewards'] is None
+    with pytest.raises(tk.TokensError, match='plain: holds no rewards.npy'):
+        tk.TokenDataset(tmp_path / 'plain', length=4, with_rewards=True)
 
 
 def test_cli_round_trip(tmp_path, capsys):

@@ -136,13 +136,12 @@ def load_cache_entry(entry, verify: bool = False) -> tuple[FrameSet, dict]:
         names, episodes = {}, []
         for s in shards:
             for name, count in s['episodes']: episodes.append(np.full(count, names.setdefault(name, len(names)), np.int64))
-        # actions (small) are read from the shards; kept only when every shard recorded them under the same column names
-        with_actions = bool(shards) and all('actions' in s for s in shards) and len({tuple(s['actions']['names']) for s in shards}) == 1
-        actions = [_shard_actions(entry, s) for s in shards] if with_actions else None
+        # actions, rewards and dones (small) are read from the shards, each kept only when every shard recorded it
+        actions, rewards, dones = (_shard_column(entry, shards, key) for key in _frames.SHARD_COLUMNS)
     except (KeyError, TypeError, ValueError) as e:
         raise CacheError(f'{entry}: malformed manifest or shard ({type(e).__name__}: {e})') from None
     return FrameSet(frames, np.concatenate(episodes) if episodes else np.zeros(0, np.int64), list(names),
-                    np.concatenate(actions) if with_actions else None, shards[0]['actions']['names'] if with_actions else None), m
+                    actions, shards[0]['actions']['names'] if actions is not None else None, rewards, dones), m
 
 def _load_npy(path: Path, size: int, sha256: str) -> np.ndarray:
     "The array in `path`, checked against its size and SHA-256 from the manifest."
@@ -161,11 +160,17 @@ def _shard_frames(entry: Path, m: dict):
             raise CacheError(f'{entry/s["file"]}: shard holds {arr.dtype} {arr.shape}, manifest says uint8 {(s["frames"], *shape)}')
         yield arr
 
-def _shard_actions(entry: Path, s: dict) -> np.ndarray:
-    a = s['actions']; acts = _load_npy(entry/a['file'], a['bytes'], a['sha256'])
-    if acts.shape != (s['frames'], len(a['names'])):
-        raise CacheError(f'{entry/a["file"]}: holds actions {acts.shape}, manifest says {(s["frames"], len(a["names"]))}')
-    return acts
+def _shard_column(entry: Path, shards: list, key: str) -> np.ndarray | None:
+    "The per-frame array `key` (actions, rewards or dones) of all shards in order; None unless every shard has it (actions: under the same names)."
+    if not shards or not all(key in s for s in shards): return None
+    if key == 'actions' and len({tuple(s['actions']['names']) for s in shards}) != 1: return None
+    parts = []
+    for s in shards:
+        c = s[key]; arr = _load_npy(entry/c['file'], c['bytes'], c['sha256'])
+        want = (s['frames'], len(c['names'])) if key == 'actions' else (s['frames'],)
+        if arr.shape != want: raise CacheError(f'{entry/c["file"]}: holds {key} {arr.shape}, manifest says {want}')
+        parts.append(arr)
+    return np.concatenate(parts)
 
 def _frames_in_memory(entry: Path, m: dict) -> np.ndarray:
     "All frames of `entry` in one in-memory array: where the one-file copy cannot be written."
@@ -311,7 +316,8 @@ def _crafter_splits(d: DataConfig, progress: bool, alt: bool = False) -> tuple[F
     train_seeds, val_seeds = crafter_seeds(d)
     if alt: train_seeds = []                         # the other rendering is only ever used for evaluation
     tasks = _world_tasks('crafter', d, train_seeds, val_seeds, **(ALT_RENDER if alt else {}))
-    params = dict(source='crafter', crafter=version('crafter'), env=_frames.CRAFTER_ENV, policy=_frames.CRAFTER_POLICY)
+    params = dict(source='crafter', crafter=version('crafter'), env=_frames.CRAFTER_ENV, policy=_frames.CRAFTER_POLICY,
+                  records=list(_frames.CRAFTER_RECORDS))   # entries rendered before actions were recorded are not reused
     label = f'crafter{"-alt" if alt else ""}-{d.width}x{d.height}'
     fs, _ = cached_frames(label, params, tasks, d.cache_dir, d.workers, d.skip_bad, progress)
     return _world_splits(fs, 'crafter-seed-', train_seeds)

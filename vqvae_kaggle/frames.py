@@ -12,12 +12,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CRAFTER_ENV', 'CRAFTER_POLICY', 'VIDEO_SUFFIXES', 'IMAGE_SUFFIXES', 'ARRAY_SUFFIXES', 'KAGGLEHUB_TIMEOUT_SECONDS',
-           'LAYOUTS', 'IMAGES_PER_TASK', 'FrameError', 'FrameSet', 'to_rgb', 'center_crop_box', 'preprocess',
-           'crafter_actions', 'render_crafter_episode', 'render_crafter', 'load_frame_array', 'write_video',
-           'video_frame_count', 'decode_video', 'read_image', 'every_kth', 'gap_sample', 'call_with_timeout',
-           'resolve_source', 'list_files', 'detect_layout', 'source_files', 'episode_name', 'plan_tasks',
-           'extract_task', 'read_source', 'write_atomic', 'extract_to_shard']
+__all__ = ['CRAFTER_ENV', 'CRAFTER_POLICY', 'CRAFTER_RECORDS', 'VIDEO_SUFFIXES', 'IMAGE_SUFFIXES', 'ARRAY_SUFFIXES',
+           'KAGGLEHUB_TIMEOUT_SECONDS', 'LAYOUTS', 'MINERL_ENUMS', 'MINERL_ACTIONS', 'GAMEFACTORY_KEYS',
+           'IMAGES_PER_TASK', 'SHARD_COLUMNS', 'FrameError', 'FrameSet', 'to_rgb', 'center_crop_box', 'preprocess',
+           'crafter_actions', 'gap_totals', 'render_crafter_episode', 'crafter_frame_steps', 'render_crafter',
+           'load_frame_array', 'write_video', 'video_frame_count', 'decode_video', 'read_image', 'every_kth',
+           'gap_sample', 'call_with_timeout', 'resolve_source', 'list_files', 'detect_layout', 'source_files',
+           'episode_name', 'minerl_action_columns', 'read_minerl_steps', 'gamefactory_action_columns',
+           'read_gamefactory_steps', 'annotation_file', 'read_steps', 'steps_at', 'plan_tasks', 'extract_task',
+           'read_source', 'write_atomic', 'extract_to_shard']
 
 # %% ../nbs/01_frames.ipynb #447035fe
 class FrameError(ValueError):
@@ -32,6 +35,15 @@ def _as_slice(idx: np.ndarray, n: int) -> slice | None:
     if pos[0] < 0 or pos[-1] >= n or not (np.diff(pos) == 1).all(): return None   # anything else indexes as numpy does
     return slice(int(pos[0]), int(pos[-1]) + 1)
 
+def _per_frame(values, n: int, label: str, boolean: bool = False) -> np.ndarray:
+    "`values` checked to be one number per frame (0/1 if `boolean`), as float32 (or bool); `label` names them in errors."
+    v = np.asarray(values)
+    if v.shape != (n,) or not (np.issubdtype(v.dtype, np.number) or v.dtype == bool):
+        raise FrameError(f'{label} must be {n} numbers (one per frame), got {v.dtype} {v.shape}')
+    if boolean and not np.isin(v, (0, 1)).all():
+        raise FrameError(f'{label} must be booleans (or 0/1), got the values {sorted(set(np.unique(v).tolist()) - {0, 1})[:5]}')
+    return v.astype(bool) if boolean else v.astype(np.float32)
+
 @dataclass
 class FrameSet:
     frames: np.ndarray     # uint8 (N, H, W, 3)
@@ -39,6 +51,8 @@ class FrameSet:
     names: list            # one name per episode
     actions: np.ndarray | None = None   # optional float32 (N, A): the action taken from each frame to the next
     action_names: list | None = None    # A names of the action columns
+    rewards: np.ndarray | None = None   # optional float32 (N,): the reward received from each frame to the next
+    dones: np.ndarray | None = None     # optional bool (N,): whether the game ended (and restarted) from each frame to the next
 
     def __post_init__(self):
         f = self.frames
@@ -56,6 +70,8 @@ class FrameSet:
             if a.ndim != 2 or len(a) != len(f) or a.shape[1] != len(names):
                 raise FrameError(f'FrameSet.actions must have shape ({len(f)}, {len(names)}) (frames x action_names), got {a.shape}')
             self.actions, self.action_names = a, [str(n) for n in names]
+        if self.rewards is not None: self.rewards = _per_frame(self.rewards, len(f), 'FrameSet.rewards')
+        if self.dones is not None: self.dones = _per_frame(self.dones, len(f), 'FrameSet.dones', boolean=True)
 
     def __len__(self): return len(self.frames)
     @property
@@ -70,8 +86,9 @@ class FrameSet:
         if run is not None: idx = run              # one run of rows: a view, so memory-mapped frames stay mapped
         eps = self.episodes[idx]
         kept, inverse = np.unique(eps, return_inverse=True)
+        pick = lambda a: None if a is None else a[idx]
         return FrameSet(self.frames[idx], inverse.reshape(-1).astype(np.int64), [self.names[i] for i in kept],
-                        None if self.actions is None else self.actions[idx], self.action_names)
+                        pick(self.actions), self.action_names, pick(self.rewards), pick(self.dones))
 
     def episode_counts(self) -> dict:
         "Frames per episode name."
@@ -89,10 +106,12 @@ class FrameSet:
             ids = np.array([index.setdefault(n, len(index)) for n in s.names], dtype=np.int64)
             episodes.append(ids[s.episodes] if len(s) else np.zeros(0, np.int64))
         names = list(index)
-        # actions survive only when every part has them under the same names
+        # actions, rewards and dones survive only when every part has them (actions: under the same names)
+        joined = lambda key: None if any(getattr(s, key) is None for s in sets) else np.concatenate([getattr(s, key) for s in sets])
         same = all(s.actions is not None for s in sets) and len({tuple(s.action_names) for s in sets}) == 1
         return FrameSet(np.concatenate([s.frames for s in sets]), np.concatenate(episodes), names,
-                        np.concatenate([s.actions for s in sets]) if same else None, sets[0].action_names if same else None)
+                        joined('actions') if same else None, sets[0].action_names if same else None,
+                        joined('rewards'), joined('dones'))
 
 # %% ../nbs/01_frames.ipynb #10acd745
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
@@ -164,41 +183,75 @@ def crafter_actions(rng: np.random.Generator, do_prob: float = 0.2, min_run: int
         direction, run = moves[rng.integers(len(moves))], int(rng.integers(min_run, max_run + 1))
         for _ in range(run): yield do if rng.random() < do_prob else direction
 
+# %% ../nbs/01_frames.ipynb #384a80ee
+def gap_totals(per_step, kept, end: int | None = None, how: str = 'sum') -> np.ndarray:
+    "Per kept step `kept[k]`: `per_step` summed (`how='any'`: OR-ed) over steps `kept[k]..kept[k+1]-1`, the last up to `end`."
+    per_step, kept = np.asarray(per_step), np.asarray(kept, np.int64).reshape(-1)
+    end = len(per_step) if end is None else int(end)
+    if how not in ('sum', 'any'): raise FrameError(f"gap_totals: how must be 'sum' or 'any', got {how!r}")
+    if end > len(per_step) or (len(kept) and (kept[0] < 0 or kept[-1] > end or (np.diff(kept) < 0).any())):
+        raise FrameError(f'gap_totals: kept steps must ascend within 0..{end} (of {len(per_step)} steps), got {kept[:3]}..{kept[-3:]}')
+    values = per_step[:end].astype(bool) if how == 'any' else per_step[:end]
+    out = np.zeros((len(kept), *per_step.shape[1:]), bool if how == 'any' else per_step.dtype)
+    starts = kept[np.r_[kept[1:], end] > kept]              # spans with at least one step (reduceat mishandles empty ones)
+    if len(starts): out[np.r_[kept[1:], end] > kept] = (np.logical_or if how == 'any' else np.add).reduceat(values, starts, axis=0)
+    return out
+
 # %% ../nbs/01_frames.ipynb #ada8c486
-def render_crafter_episode(seed: int, frames: int, skip_first: int = 20, frame_gap: int = 2, size=None) -> np.ndarray:
-    "`frames` uint8 Crafter frames of world `seed` under the seeded exploring policy, at the renderer's `size` (default 128x72)."
+CRAFTER_RECORDS = ('actions', 'rewards', 'dones')   # what a Crafter render records beside its frames (in the cache key)
+
+def render_crafter_episode(seed: int, frames: int, skip_first: int = 20, frame_gap: int = 2, size=None, with_steps: bool = False):
+    "`frames` uint8 Crafter frames of world `seed` under the seeded exploring policy, at the renderer's `size` (default 128x72); with `with_steps`, (frames, steps)."
     if frames < 1 or frame_gap < 1 or skip_first < 0:
         raise FrameError(f'render_crafter_episode: need frames >= 1, frame_gap >= 1, skip_first >= 0; got {frames}, {frame_gap}, {skip_first}')
     import crafter
     env = crafter.Env(**dict(CRAFTER_ENV, **(dict(size=tuple(size)) if size else {})), seed=int(seed))
-    actions = crafter_actions(np.random.default_rng(seed))
-    kept, obs, t = [], env.reset(), 0
+    policy = crafter_actions(np.random.default_rng(seed))
+    kept, seen_at, obs, t = [], [], env.reset(), 0
+    actions, rewards, dones = [], [], []
     while len(kept) < frames:
-        if t >= skip_first and (t - skip_first) % frame_gap == 0: kept.append(obs)
+        if t >= skip_first and (t - skip_first) % frame_gap == 0: kept.append(obs); seen_at.append(len(actions))
         if len(kept) == frames: break
-        obs, _, done, _ = env.step(next(actions)); t += 1
+        action = next(policy)
+        obs, reward, done, _ = env.step(action); t += 1
+        actions.append(action); rewards.append(reward); dones.append(done)
         if done: obs, t = env.reset(), 0
-    return np.stack(kept)
+    if not with_steps: return np.stack(kept)
+    return np.stack(kept), dict(actions=np.array(actions, np.int64), rewards=np.array(rewards, np.float32),
+                                dones=np.array(dones, bool), kept=np.array(seen_at, np.int64))
+
+def crafter_frame_steps(steps: dict) -> dict:
+    "Per kept frame, what happened up to the next kept frame: steps per action (one column per Crafter action), rewards summed, done OR-ed."
+    import crafter
+    names = list(crafter.constants.actions)
+    one_hot = np.eye(len(names), dtype=np.float32)[steps['actions']]
+    return dict(actions=gap_totals(one_hot, steps['kept']), action_names=names,
+                rewards=gap_totals(steps['rewards'], steps['kept']), dones=gap_totals(steps['dones'], steps['kept'], how='any'))
 
 def render_crafter(seeds, frames_per_episode: int = 160, skip_first: int = 20, frame_gap: int = 2,
                    width: int = 128, height: int = 72, progress: bool = True, render_scale: int = 1,
                    resample: str = 'area') -> FrameSet:
-    "Crafter frames of every world in `seeds` at `width x height`, one episode per seed; rendered at `render_scale` x 128x72 and resized with `resample`."
+    "Crafter frames (and what was done between them) of every world in `seeds` at `width x height`, one episode per seed; rendered at `render_scale` x 128x72 and resized with `resample`."
+    import crafter
     seeds = [int(s) for s in seeds]
     size = None if render_scale == 1 else tuple(render_scale * v for v in CRAFTER_ENV['size'])
-    out = []
+    out, steps = [], []
     for s in tqdm(seeds, desc='rendering Crafter worlds', disable=not progress):
-        ep = render_crafter_episode(s, frames_per_episode, skip_first, frame_gap, size)
+        ep, st = render_crafter_episode(s, frames_per_episode, skip_first, frame_gap, size, with_steps=True)
         out.append(np.stack([preprocess(f, width, height, resample) for f in ep]) if ep.shape[1:3] != (height, width) else ep)
+        steps.append(crafter_frame_steps(st))
     frames = np.concatenate(out) if out else np.zeros((0, height, width, 3), np.uint8)
-    return FrameSet(frames, np.repeat(np.arange(len(seeds)), frames_per_episode), [f'crafter-seed-{s}' for s in seeds])
+    cat = lambda key, empty: np.concatenate([st[key] for st in steps]) if steps else empty
+    return FrameSet(frames, np.repeat(np.arange(len(seeds)), frames_per_episode), [f'crafter-seed-{s}' for s in seeds],
+                    cat('actions', np.zeros((0, len(crafter.constants.actions)), np.float32)), list(crafter.constants.actions),
+                    cat('rewards', np.zeros(0, np.float32)), cat('dones', np.zeros(0, bool)))
 
 # %% ../nbs/01_frames.ipynb #48b04723
 def load_frame_array(path, width: int | None = None, height: int | None = None) -> FrameSet:
-    "Frames from a `.npy` or `.npz` (key `frames`, optional `episodes`, `actions`, `action_names`) file; resized when `width`/`height` differ."
+    "Frames from a `.npy` or `.npz` (key `frames`, optional `episodes`, `actions`, `action_names`, `rewards`, `dones`) file; resized when `width`/`height` differ."
     path = Path(path)
     if not path.is_file(): raise FrameError(f'{path}: frame array file not found')
-    episodes = actions = action_names = None
+    episodes = actions = action_names = rewards = dones = None
     try:
         if path.suffix == '.npy': frames = np.load(path, allow_pickle=False)
         elif path.suffix == '.npz':
@@ -208,6 +261,8 @@ def load_frame_array(path, width: int | None = None, height: int | None = None) 
                 if 'episodes' in z.files: episodes = z['episodes']
                 if 'actions' in z.files: actions = z['actions']
                 if 'action_names' in z.files: action_names = [str(n) for n in z['action_names']]
+                if 'rewards' in z.files: rewards = z['rewards']
+                if 'dones' in z.files: dones = z['dones']
         else: raise FrameError(f'{path}: frame arrays must be .npy or .npz files')
     except FrameError: raise
     except Exception as e: raise FrameError(f'{path}: cannot read the frame array ({type(e).__name__}: {e})') from None
@@ -219,12 +274,14 @@ def load_frame_array(path, width: int | None = None, height: int | None = None) 
             raise FrameError(f"{path}: 'episodes' must be {len(frames)} integers (one per frame), got {episodes.dtype} {episodes.shape}")
         uniq, ids = np.unique(episodes, return_inverse=True)
         names = [f'{path}#episode-{u}' for u in uniq]
+    if rewards is not None: rewards = _per_frame(rewards, len(frames), f"{path}: 'rewards'")
+    if dones is not None: dones = _per_frame(dones, len(frames), f"{path}: 'dones'", boolean=True)
     if width is not None or height is not None:
         width, height = width or frames.shape[2], height or frames.shape[1]
         if frames.shape[1:3] != (height, width):
             frames = np.stack([preprocess(f, width, height, name=f'{path}[{i}]') for i, f in enumerate(frames)]) if len(frames) \
                      else np.zeros((0, height, width, 3), np.uint8)
-    return FrameSet(frames, ids.reshape(-1), names, *_array_actions(path, actions, action_names, len(frames)))
+    return FrameSet(frames, ids.reshape(-1), names, *_array_actions(path, actions, action_names, len(frames)), rewards, dones)
 
 def _array_actions(path: Path, actions, names, n: int) -> tuple:
     "(float32 (n, A) actions, A names) of a frame array, or (None, None) without actions."
@@ -417,8 +474,14 @@ def detect_layout(path, layout: str = 'auto') -> str:
     return layout
 
 def source_files(path, layout: str) -> list:
-    "The files a source in `layout` reads."
-    return [Path(path)] if layout == 'array' else list_files(path, IMAGE_SUFFIXES if layout == 'images' else VIDEO_SUFFIXES)
+    "The files a source in `layout` reads: its frame array, images or videos, and the videos' action files (below `path`)."
+    path = Path(path)
+    if layout == 'array': return [path]
+    if layout == 'images': return list_files(path, IMAGE_SUFFIXES)
+    videos = list_files(path, VIDEO_SUFFIXES)
+    extra = [a for a in (annotation_file(v, layout) for v in videos) if a is not None]
+    if path.is_dir(): extra = [a for a in extra if a.is_relative_to(path)]   # the fingerprint names files by their path below the source
+    return sorted(set(videos + extra))
 
 def episode_name(root, file) -> str:
     "A readable episode name: a video's path below `root` (its folder for MineRL `recording.*` files), an image's folder."
@@ -427,6 +490,154 @@ def episode_name(root, file) -> str:
     rel = file.relative_to(root)
     folder = rel.parent if (file.suffix.lower() in IMAGE_SUFFIXES or file.stem == 'recording') else rel
     return root.name if str(folder) == '.' else str(folder)
+
+# %% ../nbs/01_frames.ipynb #ba1470c6
+# The values of MineRL's enum actions (its Obtain* environments); MineRL's Enum space numbers them in sorted order.
+MINERL_ENUMS = {
+    'place': sorted(['none', 'dirt', 'stone', 'cobblestone', 'crafting_table', 'furnace', 'torch']),
+    'equip': sorted(['none', 'air', 'wooden_axe', 'wooden_pickaxe', 'stone_axe', 'stone_pickaxe', 'iron_axe', 'iron_pickaxe']),
+    'craft': sorted(['none', 'torch', 'stick', 'planks', 'crafting_table']),
+    'nearbyCraft': sorted(['none', 'wooden_axe', 'wooden_pickaxe', 'stone_axe', 'stone_pickaxe', 'iron_axe', 'iron_pickaxe', 'furnace']),
+    'nearbySmelt': sorted(['none', 'iron_ingot', 'coal']),
+}
+MINERL_ACTIONS = ('forward', 'back', 'left', 'right', 'jump', 'sneak', 'sprint', 'attack', 'camera', *MINERL_ENUMS)   # column order
+_WARNED = set()
+
+def _warn_once(what: str, keys: list, path):
+    "Warn (once per process for each list of keys) that `keys` of an annotation file were not read."
+    if keys and (what, tuple(keys)) not in _WARNED:
+        _WARNED.add((what, tuple(keys))); warnings.warn(f'{path}: {what} not read: {keys} (files with the same keys are not reported again)')
+
+def _minerl_name(key: str) -> str: return key.split('$', 1)[1] if '$' in key else key[len('action_'):]
+
+def minerl_action_columns(arrays: dict, path) -> tuple:
+    "(float32 (T, A) columns, A names, A no-op values, skipped keys) of MineRL action arrays `{'action$forward': (T,), ...}`."
+    rank = lambda k: (MINERL_ACTIONS.index(_minerl_name(k)) if _minerl_name(k) in MINERL_ACTIONS else len(MINERL_ACTIONS), _minerl_name(k))
+    cols, names, noop, skipped = [], [], [], []
+    for key in sorted(arrays, key=rank):
+        name, a = _minerl_name(key), np.asarray(arrays[key])
+        vocab = MINERL_ENUMS.get(name)
+        if a.dtype.kind in 'US' and vocab is not None and a.ndim == 1:
+            values = a.astype(str)
+            bad = sorted(set(values.tolist()) - set(vocab))
+            if bad: raise FrameError(f'{path}: {key} holds {bad[:3]}, not among the MineRL values {vocab}')
+            cols.append(np.searchsorted(vocab, values)); names.append(name); noop.append(vocab.index('none'))
+        elif (a.dtype == bool or np.issubdtype(a.dtype, np.number)) and a.ndim == 1:
+            cols.append(a); names.append(name); noop.append(vocab.index('none') if vocab else 0)
+        elif (a.dtype == bool or np.issubdtype(a.dtype, np.number)) and a.ndim == 2:
+            parts = ['pitch', 'yaw'] if name == 'camera' and a.shape[1] == 2 else [str(i) for i in range(a.shape[1])]
+            for i, p in enumerate(parts): cols.append(a[:, i]); names.append(f'{name}_{p}'); noop.append(0)
+        else: skipped.append(key)
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)), names, \
+           np.array(noop, np.float32), skipped
+
+def read_minerl_steps(path, n_frames: int) -> dict | None:
+    "Per video frame (`n_frames` rows): actions and rewards from a MineRL `rendered.npz`, aligned as MineRL's loader aligns them; None without any."
+    path, arrays, skipped, reward = Path(path), {}, [], None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                if not (key.startswith(('action$', 'action_')) or key == 'reward'): continue
+                try: value = z[key]
+                except ValueError: skipped.append(key); continue         # a pickled object array: not unpickled
+                if key == 'reward': reward = value
+                else: arrays[key] = value
+    except Exception as e: raise FrameError(f'{path}: cannot read the MineRL annotations ({type(e).__name__}: {e})') from None
+    lengths = {k: len(v) if np.ndim(v) else 0 for k, v in [*arrays.items(), *([('reward', reward)] if reward is not None else [])]}
+    if not lengths: _warn_once('MineRL annotations', skipped, path); return None
+    if len(set(lengths.values())) > 1: raise FrameError(f'{path}: its arrays differ in length ({lengths})')
+    T, V = lengths.popitem()[1], n_frames
+    if not 1 <= T <= V:
+        raise FrameError(f'{path}: {T} steps for a video of {V} frames; MineRL records one step per pair of frames '
+                         f'({V - 1}) or per frame ({V}), and never more steps than frames')
+    cols, names, noop, bad = minerl_action_columns(arrays, path)
+    _warn_once('MineRL annotations', skipped + bad, path)
+    first = max(0, V - 1 - T)                # the video frame of step 0: MineRL aligns the last step with the last frames
+    rows = min(T, V - first)
+    actions = np.tile(noop, (V, 1)).astype(np.float32); actions[first:first + rows] = cols[:rows]
+    rewards = None
+    if reward is not None:
+        rewards = np.zeros(V, np.float32); rewards[first:first + rows] = _per_frame(reward, T, f"{path}: 'reward'")[:rows]
+    return dict(actions=actions if names else None, action_names=names or None, rewards=rewards)
+
+# %% ../nbs/01_frames.ipynb #b23cf2bc
+GAMEFACTORY_KEYS = dict(ws=('forward', 'back'), ad=('left', 'right'), scs=('jump', 'sneak', 'sprint'))   # code k > 0 sets column k-1
+_GAMEFACTORY_CAMERA = ('pitch', 'yaw', 'pitch_delta', 'yaw_delta')
+
+def _gamefactory_numbers(entries: list, key: str, path) -> np.ndarray:
+    try: v = np.array([e[key] for e in entries], np.float64)
+    except (TypeError, ValueError): v = None
+    if v is None or v.ndim != 1 or not np.isfinite(v).all():
+        raise FrameError(f'{path}: {key!r} must be a finite number in every action entry')
+    return v
+
+def gamefactory_action_columns(entries: list, path) -> tuple:
+    "(float32 (T, A) columns, A names, ignored keys) of GameFactory per-frame action entries `[{'ws': 1, 'ad': 0, ...}, ...]`."
+    if not entries: raise FrameError(f'{path}: "actions" holds no entries')
+    keys = set(entries[0]) if isinstance(entries[0], dict) else set()
+    for t, e in enumerate(entries):
+        if not isinstance(e, dict): raise FrameError(f'{path}: action entry {t} is a {type(e).__name__}, expected an object (ws, ad, scs, pitch, yaw)')
+        if set(e) != keys: raise FrameError(f'{path}: action entry {t} has the keys {sorted(e)}, entry 0 has {sorted(keys)}')
+    cols, names = [], []
+    for key, outs in GAMEFACTORY_KEYS.items():
+        if key not in keys: continue
+        v = _gamefactory_numbers(entries, key, path)
+        bad = np.flatnonzero(~np.isin(v, np.arange(len(outs) + 1)))
+        if len(bad): raise FrameError(f'{path}: frame {bad[0]}: {key}={v[bad[0]]:g}, expected 0 (none) or '
+                                      + ', '.join(f'{i + 1} ({o})' for i, o in enumerate(outs)))
+        for i, o in enumerate(outs): cols.append(v == i + 1); names.append(o)
+    for axis in ('pitch', 'yaw'):
+        change = f'{axis}_delta' if f'{axis}_delta' in keys else axis
+        if change in keys: cols.append(_gamefactory_numbers(entries, change, path)); names.append(f'camera_{axis}')
+        if change != axis and axis in keys: cols.append(_gamefactory_numbers(entries, axis, path)); names.append(f'view_{axis}')
+    ignored = sorted(keys - set(GAMEFACTORY_KEYS) - set(_GAMEFACTORY_CAMERA))
+    return (np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(entries), 0), np.float32)), names, ignored
+
+def _gamefactory_entries(actions, path) -> list:
+    "The per-frame entries of a GameFactory `actions` value: a list, or an object keyed by frame number."
+    if isinstance(actions, list): return actions
+    if not isinstance(actions, dict): raise FrameError(f'{path}: "actions" must be a list or an object keyed by frame, got {type(actions).__name__}')
+    try: order = sorted((int(k), k) for k in actions)
+    except ValueError: raise FrameError(f'{path}: "actions" must be keyed by frame number, got keys like {list(actions)[:3]}') from None
+    if [i for i, _ in order] != list(range(len(order))): raise FrameError(f'{path}: "actions" must be keyed 0..{len(order) - 1} without gaps')
+    return [actions[k] for _, k in order]
+
+def read_gamefactory_steps(path, n_frames: int) -> dict | None:
+    "Per video frame (`n_frames` rows): the actions of a GameFactory metadata `.json`; None if it holds no `actions`."
+    path = Path(path)
+    try: meta = json.loads(path.read_text())
+    except Exception as e: raise FrameError(f'{path}: cannot read the GameFactory metadata ({type(e).__name__}: {e})') from None
+    if not isinstance(meta, dict) or 'actions' not in meta: return None          # metadata only
+    entries = _gamefactory_entries(meta['actions'], path)
+    T, V = len(entries), n_frames
+    if T not in (V, V - 1): raise FrameError(f'{path}: {T} action entries for a video of {V} frames (expected {V}, one per frame, or {V - 1})')
+    cols, names, ignored = gamefactory_action_columns(entries, path)
+    _warn_once('GameFactory action keys (not actions)', ignored, path)
+    actions = np.zeros((V, len(names)), np.float32); actions[:T] = cols
+    return dict(actions=actions, action_names=names, rewards=None)
+
+# %% ../nbs/01_frames.ipynb #e5471555
+def annotation_file(video, layout: str) -> Path | None:
+    "The action file of `video` in `layout`, if there is one: MineRL's `rendered.npz`; GameFactory's `<name>.json` beside it or in `../metadata/`."
+    video = Path(video)
+    if layout == 'minerl': candidates = [video.parent/'rendered.npz'] if video.stem == 'recording' else []
+    elif layout == 'gamefactory': candidates = [video.with_suffix('.json'), video.parent.parent/'metadata'/f'{video.stem}.json']
+    else: candidates = []
+    return next((c for c in candidates if c.is_file()), None)
+
+def read_steps(path, n_frames: int) -> dict | None:
+    "Per video frame: actions (and rewards) from an action file (`.npz`: MineRL, `.json`: GameFactory), or None if it holds none."
+    return (read_minerl_steps if Path(path).suffix == '.npz' else read_gamefactory_steps)(path, n_frames)
+
+def steps_at(steps: dict, kept) -> dict:
+    "FrameSet fields for the frames at `kept`: the action at each, rewards summed and dones OR-ed up to the next kept frame."
+    kept = np.asarray(kept, np.int64)
+    out = dict(actions=None, action_names=None, rewards=None, dones=None)
+    if steps.get('actions') is not None: out.update(actions=steps['actions'][kept], action_names=steps['action_names'])
+    if steps.get('rewards') is not None: out['rewards'] = gap_totals(steps['rewards'], kept)
+    if steps.get('dones') is not None: out['dones'] = gap_totals(steps['dones'], kept, how='any')
+    return out
 
 # %% ../nbs/01_frames.ipynb #c27a293e
 IMAGES_PER_TASK = 256
@@ -442,14 +653,17 @@ def plan_tasks(path, layout: str, width: int, height: int, skip_first: int = 0, 
     if max_frames is not None and max_frames < 1: raise FrameError(f'max_frames must be positive or None, got {max_frames}')
     size, rng = dict(width=width, height=height), np.random.default_rng(seed)
     if layout == 'array': return [dict(kind='array', path=str(path), max_frames=max_frames, seed=seed, **size)]
-    files = source_files(path, layout)
     if layout == 'images':
+        files = source_files(path, layout)
         files = [files[i] for i in _random_subset(len(files), max_frames, rng)]
         groups = {}
         for f in files: groups.setdefault(episode_name(path, f), []).append(str(f))
         return [dict(kind='images', episode=ep, paths=fs[i:i + IMAGES_PER_TASK], **size)
                 for ep, fs in groups.items() for i in range(0, len(fs), IMAGES_PER_TASK)]
-    video = lambda f, **kw: dict(kind='video', path=str(f), episode=episode_name(path, f), **size, **kw)
+    files = list_files(path, VIDEO_SUFFIXES)
+    def video(f, **kw):                               # a video's action file, when it has one, goes with it
+        ann = annotation_file(f, layout)
+        return dict(kind='video', path=str(f), episode=episode_name(path, f), **size, **kw, **(dict(annotations=str(ann)) if ann else {}))
     if layout == 'minerl' and max_frames is None:
         return [video(f, skip_first=skip_first, frame_gap=frame_gap) for f in files]
     lengths, failed = [], []
@@ -469,6 +683,17 @@ def plan_tasks(path, layout: str, width: int, height: int, skip_first: int = 0, 
     return failed + [video(f, indices=[int(i) for i in p]) for f, p in zip(files, picks) if len(p)]
 
 # %% ../nbs/01_frames.ipynb #aa7e772a
+def _video_steps(task: dict) -> dict:
+    "FrameSet fields (actions, rewards) of the frames a video task keeps, from its action file; all None without one."
+    none = dict(actions=None, action_names=None, rewards=None, dones=None)
+    if not task.get('annotations'): return none
+    n = video_frame_count(task['path'])
+    steps = read_steps(task['annotations'], n)
+    if steps is None: return none
+    kept = np.unique(task['indices']) if task.get('indices') is not None else every_kth(n, task.get('skip_first', 0), task.get('frame_gap', 1))
+    if len(kept) and kept[-1] >= n: raise FrameError(f"{task['path']}: frame {kept[-1]} was requested of a video of {n} frames")
+    return steps_at(steps, kept)
+
 def extract_task(task: dict, skip_bad: bool = False, threads: int = 0) -> tuple[FrameSet, list]:
     "Run one extraction task; return its frames and the messages of the inputs it skipped."
     kind = task['kind']
@@ -485,8 +710,12 @@ def extract_task(task: dict, skip_bad: bool = False, threads: int = 0) -> tuple[
         fs = load_frame_array(task['path'], w, h)
         return fs.subset(_random_subset(len(fs), task.get('max_frames'), np.random.default_rng(task.get('seed', 0)))), []
     if kind == 'video':
+        steps = _video_steps(task)                    # first: a bad action file fails before the video is decoded
         frames = decode_video(task['path'], task.get('indices'), task.get('skip_first', 0), task.get('frame_gap', 1), w, h, threads)
-        return FrameSet(frames, np.zeros(len(frames), np.int64), [task['episode']]), []
+        rows = next((len(v) for v in (steps['actions'], steps['rewards']) if v is not None), len(frames))
+        if rows != len(frames): raise FrameError(f"{task['path']}: decoded {len(frames)} frames but its actions were picked for {rows} "
+                                                 '(does the video header miscount its frames?)')
+        return FrameSet(frames, np.zeros(len(frames), np.int64), [task['episode']], **steps), []
     if kind == 'images':
         frames, skipped = [], []
         for p in task['paths']:
@@ -528,8 +757,10 @@ def _episode_runs(fs: FrameSet) -> list:
         else: runs.append([name, 1])
     return runs
 
+SHARD_COLUMNS = ('actions', 'rewards', 'dones')   # per-frame arrays a shard keeps beside its frames, when the source has them
+
 def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False, threads: int = 0) -> dict:
-    "Extract `task`, write its frames as shard `folder/<index>.npy` and its record as `<index>.json`; return the record."
+    "Extract `task`, write its frames as shard `folder/<index>.npy` (its actions, rewards, dones as `<index>.<name>.npy`) and its record as `<index>.json`; return the record."
     folder, stem = Path(folder), f'{index:06d}'
     try: fs, skipped = extract_task(task, skip_bad, threads)
     except FrameError as e: record = dict(index=index, error=str(e))
@@ -538,10 +769,11 @@ def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False
         write_atomic(folder/f'{stem}.npy', data)
         record = dict(index=index, file=f'{stem}.npy', frames=len(fs), shape=list(fs.frames.shape[1:]),
                       bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), episodes=_episode_runs(fs), skipped=skipped)
-        if fs.actions is not None:                  # written before the record, which is what marks the shard done
-            buf = io.BytesIO(); np.save(buf, fs.actions, allow_pickle=False); adata = buf.getvalue()
-            write_atomic(folder/f'{stem}.actions.npy', adata)
-            record['actions'] = dict(file=f'{stem}.actions.npy', names=fs.action_names, bytes=len(adata),
-                                     sha256=hashlib.sha256(adata).hexdigest())
+        for key in SHARD_COLUMNS:                   # written before the record, which is what marks the shard done
+            if getattr(fs, key) is None: continue
+            buf = io.BytesIO(); np.save(buf, getattr(fs, key), allow_pickle=False); cdata = buf.getvalue()
+            write_atomic(folder/f'{stem}.{key}.npy', cdata)
+            record[key] = dict(file=f'{stem}.{key}.npy', bytes=len(cdata), sha256=hashlib.sha256(cdata).hexdigest(),
+                               **(dict(names=fs.action_names) if key == 'actions' else {}))
     write_atomic(folder/f'{stem}.json', json.dumps(record).encode())
     return record

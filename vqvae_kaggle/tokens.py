@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config, apply_overrides, config_to_dict, config_from_dict
-from .frames import FrameSet, write_atomic, resolve_source, detect_layout
+from .frames import FrameSet, write_atomic, resolve_source, detect_layout, gap_totals
 from . import data as _data
 from .data import _read_json, _file_sha256 as sha256_file  # one implementation of each
 from .model import code_dtype, to_model_input, to_uint8, encode_frames, decode_codes
@@ -20,9 +20,9 @@ from .evaluate import load_tokenizer, resolve_device
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['encode_chunk', 'decode_chunk', 'TOKENS_FORMAT', 'TOKEN_FILES', 'TokensError', 'frame_order', 'release_pages',
-           'read_rows', 'TokenSource', 'token_source', 'open_source', 'tokenize', 'VideoWriter', 'load_tokens',
-           'decode', 'TokenDataset']
+__all__ = ['encode_chunk', 'decode_chunk', 'TOKENS_FORMAT', 'TOKEN_FILES', 'TokensError', 'frame_order', 'over_gaps',
+           'release_pages', 'read_rows', 'TokenSource', 'token_source', 'open_source', 'tokenize', 'VideoWriter',
+           'load_tokens', 'decode', 'TokenDataset']
 
 # %% ../nbs/12_tokens.ipynb #1072b050
 class TokensError(ValueError):
@@ -41,6 +41,15 @@ def frame_order(episodes: np.ndarray, skip_first: int = 0, frame_gap: int = 1, r
         index.append(skip_first + frame_gap * pos if rendered else pos)
     cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)
     return cat(rows), cat(eps), cat(index)
+
+# %% ../nbs/12_tokens.ipynb #234d0cbb
+def over_gaps(values, episodes: np.ndarray, skip_first: int = 0, frame_gap: int = 1, how: str = 'sum') -> np.ndarray:
+    "Per row of `frame_order`'s output: `values` (one per frame) summed (`how='any'`: OR-ed) from that frame up to its episode's next kept frame, or its end."
+    values, episodes = np.asarray(values), np.asarray(episodes)
+    order = np.argsort(episodes, kind='stable')              # as frame_order: rows of each episode together, in time order
+    _, starts, counts = np.unique(episodes[order], return_index=True, return_counts=True)
+    out = [gap_totals(values[order[s:s + n]], np.arange(skip_first, n, frame_gap), how=how) for s, n in zip(starts, counts)]
+    return np.concatenate(out) if out else np.zeros(0, bool if how == 'any' else values.dtype)
 
 # %% ../nbs/12_tokens.ipynb #ab1520c4
 def release_pages(arr: np.ndarray, lo: int, hi: int) -> None:
@@ -73,6 +82,8 @@ class TokenSource:
     names: list                   # one per episode, in output order
     actions: np.ndarray | None    # (N, A) float32 in output order, or None
     action_names: list | None
+    rewards: np.ndarray | None = None   # (N,) float32: summed up to the next output row of the episode, or None
+    dones: np.ndarray | None = None     # (N,) bool: OR-ed likewise, or None
     info: dict = field(default_factory=dict)   # source spec, kind, layout, fingerprint, the data settings used
 
     def __len__(self): return len(self.row)
@@ -91,18 +102,24 @@ class TokenSource:
 
 def token_source(parts: list, skip_first: int = 0, frame_gap: int = 1, rendered: bool = False, info: dict | None = None) -> TokenSource:
     "The `TokenSource` of `parts` (FrameSets, read one after the other) under the skip/gap rule."
-    part, row, episode, index, names, acts = [], [], [], [], [], []
+    part, row, episode, index, names, acts, rews, dones = [], [], [], [], [], [], [], []
     with_actions = bool(parts) and all(p.actions is not None for p in parts) and len({tuple(p.action_names) for p in parts}) == 1
+    with_rewards, with_dones = (bool(parts) and all(getattr(p, k) is not None for p in parts) for k in ('rewards', 'dones'))
     for k, p in enumerate(parts):
         r, e, i = frame_order(p.episodes, skip_first, frame_gap, rendered)
         kept, local = np.unique(e, return_inverse=True)      # episodes with frames left, renumbered after those before
         part.append(np.full(len(r), k, np.int64)); row.append(r); index.append(i)
         episode.append(local.reshape(-1) + len(names)); names += [p.names[j] for j in kept]
         if with_actions: acts.append(p.actions[r])
+        # a renderer already folded its gaps into each frame; here the rows between kept ones are folded in
+        if with_rewards: rews.append(p.rewards[r] if rendered else over_gaps(p.rewards, p.episodes, skip_first, frame_gap))
+        if with_dones: dones.append(p.dones[r] if rendered else over_gaps(p.dones, p.episodes, skip_first, frame_gap, how='any'))
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)
     return TokenSource(list(parts), cat(part), cat(row), cat(episode), cat(index), names,
-                       np.concatenate(acts).astype(np.float32) if with_actions else None,
-                       list(parts[0].action_names) if with_actions else None, dict(info or {}))
+                       actions=np.concatenate(acts).astype(np.float32) if with_actions else None,
+                       action_names=list(parts[0].action_names) if with_actions else None,
+                       rewards=np.concatenate(rews).astype(np.float32) if with_rewards else None,
+                       dones=np.concatenate(dones).astype(bool) if with_dones else None, info=dict(info or {}))
 
 # %% ../nbs/12_tokens.ipynb #b4bed0d8
 def _rendered_info(cfg: Config, names: list) -> dict:
@@ -149,7 +166,15 @@ def _write_json(path: Path, d: dict): write_atomic(path, (json.dumps(d, indent=1
 
 # %% ../nbs/12_tokens.ipynb #2563b139
 TOKENS_FORMAT = 'vqvae-kaggle-tokens/1'
-TOKEN_FILES = ('codes.npy', 'episode_starts.npy', 'frame_index.npy', 'actions.npy', 'meta.json', 'progress.json')
+TOKEN_FILES = ('codes.npy', 'episode_starts.npy', 'frame_index.npy', 'actions.npy', 'rewards.npy', 'dones.npy', 'meta.json', 'progress.json')
+
+def _over_gap(src: TokenSource) -> dict:
+    "How `src`'s actions, rewards and dones cover the steps between two output frames (for `meta.json`)."
+    renderer = src.info.get('fingerprint', {}).get('renderer')
+    if renderer == 'crafter': acts = 'the number of game steps that took each action, up to the next frame (one-hot at frame_gap 1)'
+    elif renderer == 'minecraft': acts = 'buttons OR-ed and camera deltas summed over the game ticks up to the next frame'
+    else: acts = 'the action recorded at this frame (those of skipped frames are not included)'
+    return dict(actions=acts, rewards='summed up to the next frame of the episode', dones='OR-ed up to the next frame of the episode')
 
 def _tokenizer_info(checkpoint, state: dict) -> dict:
     "The tokenizer's file, its SHA-256 and step; for a slim export also the training checkpoint it came from."
@@ -209,7 +234,8 @@ def tokenize(checkpoint, source: str | None = None, out_dir='tokens', skip_first
         return summary
     _save_npy(out/'episode_starts.npy', src.episode_starts)
     _save_npy(out/'frame_index.npy', src.frame_index)
-    if src.actions is not None: _save_npy(out/'actions.npy', src.actions)
+    for name in ('actions', 'rewards', 'dones'):
+        if getattr(src, name) is not None: _save_npy(out/f'{name}.npy', getattr(src, name))
     codes = np.lib.format.open_memmap(out/'codes.npy', mode='r+' if mode == 'resume' else 'w+', dtype=dtype, shape=(n, *grid))
     t0 = time.monotonic()
     bar = tqdm(total=n, initial=min(n, done * chunk_frames), unit='frame', desc='tokenizing', disable=not progress)
@@ -228,8 +254,11 @@ def tokenize(checkpoint, source: str | None = None, out_dir='tokens', skip_first
                               applied_by='renderer' if src.info['kind'] == 'rendered' else 'tokenize'),
                 source=src.info, episode_names=src.names,
                 actions=None if src.actions is None else dict(file='actions.npy', names=src.action_names,
-                    meaning='the action taken from this frame to the next',
-                    over_gap='summed/or-ed by the renderer' if src.info['kind'] == 'rendered' else 'the action at the kept frame'),
+                    meaning='the action taken from this frame to the next', over_gap=_over_gap(src)['actions']),
+                rewards=None if src.rewards is None else dict(file='rewards.npy', meaning='the reward received from this frame to the next',
+                                                              over_gap=_over_gap(src)['rewards']),
+                dones=None if src.dones is None else dict(file='dones.npy', over_gap=_over_gap(src)['dones'],
+                    meaning='the game ended (the player died; the episode goes on in a new life) between this frame and the next'),
                 precision=plan['precision'], chunk_frames=chunk_frames, batch_size=batch_size)
     _write_json(out/'meta.json', meta)
     (out/'progress.json').unlink(missing_ok=True)
@@ -265,7 +294,7 @@ class VideoWriter:
 # %% ../nbs/12_tokens.ipynb #91dbf80c
 @torch.no_grad()
 def load_tokens(folder) -> dict:
-    "A token folder, memory-mapped: codes, episode_starts, frame_index, actions (or None), meta."
+    "A token folder, memory-mapped: codes, episode_starts, frame_index, actions, rewards, dones (each None when absent), meta."
     folder = Path(folder)
     meta = _read_json(folder/'meta.json')
     if not isinstance(meta, dict):
@@ -274,7 +303,7 @@ def load_tokens(folder) -> dict:
     if meta.get('format') != TOKENS_FORMAT: raise TokensError(f"{folder}: token format {meta.get('format')!r}, expected {TOKENS_FORMAT!r}")
     load = lambda n: np.load(folder/n, mmap_mode='r', allow_pickle=False)
     return dict(codes=load('codes.npy'), episode_starts=load('episode_starts.npy'), frame_index=load('frame_index.npy'),
-                actions=load('actions.npy') if meta.get('actions') else None, meta=meta)
+                **{k: load(f'{k}.npy') if meta.get(k) else None for k in ('actions', 'rewards', 'dones')}, meta=meta)
 
 def decode(tokens, out=None, checkpoint=None, video=None, compare: bool = False, episode: int | None = None,
            start: int = 0, max_frames: int | None = None, batch_size: int = 64, device: str = 'auto', fps: int = 20,
@@ -334,11 +363,14 @@ def decode(tokens, out=None, checkpoint=None, video=None, compare: bool = False,
 
 # %% ../nbs/12_tokens.ipynb #63cb2ece
 class TokenDataset(torch.utils.data.Dataset):
-    "Windows of `length` consecutive frames within one episode of a token folder: (tokens (T,h,w) int64, actions (T,A) float32)."
-    def __init__(self, folder, length: int, stride: int = 1):
+    "Windows of `length` consecutive frames within one episode of a token folder: (tokens (T,h,w) int64, actions (T,A) float32[, rewards (T,), dones (T,)])."
+    def __init__(self, folder, length: int, stride: int = 1, with_rewards: bool = False):
         t = load_tokens(folder)
         if length < 1 or stride < 1: raise TokensError(f'length and stride must be positive, got {length}, {stride}')
+        if with_rewards and t['rewards'] is None:
+            raise TokensError(f'{folder}: holds no rewards.npy (its source recorded no rewards); use with_rewards=False')
         self.codes, self.actions, self.meta, self.length = t['codes'], t['actions'], t['meta'], length
+        self.rewards, self.dones, self.with_rewards = t['rewards'], t['dones'], with_rewards
         self.episode_starts = np.asarray(t['episode_starts'])
         ends = np.r_[self.episode_starts[1:], len(self.codes)]
         self.starts = np.concatenate([np.arange(s, e - length + 1, stride) for s, e in zip(self.episode_starts, ends)] + [np.zeros(0, int)]).astype(np.int64)
@@ -347,8 +379,10 @@ class TokenDataset(torch.utils.data.Dataset):
 
     def __len__(self): return len(self.starts)
     def __getitem__(self, i):
-        s = int(self.starts[i])
-        tokens = torch.from_numpy(self.codes[s:s + self.length].astype(np.int64))
-        acts = torch.from_numpy(np.array(self.actions[s:s + self.length], np.float32)) if self.actions is not None \
-               else torch.zeros(self.length, 0)
-        return tokens, acts
+        s = int(self.starts[i]); w = slice(s, s + self.length)
+        tokens = torch.from_numpy(self.codes[w].astype(np.int64))
+        acts = torch.from_numpy(np.array(self.actions[w], np.float32)) if self.actions is not None else torch.zeros(self.length, 0)
+        if not self.with_rewards: return tokens, acts
+        # a source without dones (MineRL: an episode ends only where the next begins) has none inside a window
+        dones = torch.from_numpy(np.array(self.dones[w], bool)) if self.dones is not None else torch.zeros(self.length, dtype=torch.bool)
+        return tokens, acts, torch.from_numpy(np.array(self.rewards[w], np.float32)), dones
