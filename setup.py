@@ -17,7 +17,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True, zip_safe=False,
     install_requires=reqs('requirements'),
-    extras_require={'kaggle': reqs('kaggle_requirements'), 'dev': reqs('dev_requirements')},
+    extras_require={'kaggle': reqs('kaggle_requirements'), 'fid': reqs('fid_requirements'), 'dev': reqs('dev_requirements')},
     entry_points={'console_scripts': cfg['console_scripts'].split(),
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
 )

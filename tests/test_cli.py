@@ -96,3 +96,25 @@ def test_tokenize_writes_a_token_folder_that_decodes_like_the_model(tmp_path, ca
     fs, _ = source_frames(src, cfg.data, progress=False)   # the 64x36 frames as the model sees them: cropped and resized to 32x16
     x = torch.from_numpy(fs.frames[:4]).permute(0, 3, 1, 2)
     np.testing.assert_array_equal(np.load(tok / 'decoded.npy')[:4], (reconstruct(model, x)[0] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+def test_eval_lpips_net_and_no_fid_flags(tmp_path, capsys, monkeypatch):
+    "--lpips-net picks the grading network (recorded even when its weights are missing, as here); --no-fid skips rFID."
+    import urllib.error
+    from vqvae_kaggle.checkpoint import save_checkpoint
+    from vqvae_kaggle.config import apply_overrides, config_to_dict, get_preset
+    from vqvae_kaggle.model import build_tokenizer
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty-torch-home'))
+    monkeypatch.setattr('torchvision.models._api.load_state_dict_from_url',
+                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError('no internet')))
+    cfg = apply_overrides(get_preset('cpu'), TINY + ['loss.lpips=0.1', 'loss.lpips_net=alex'])   # as if trained on alex
+    model = build_tokenizer(cfg)
+    save_checkpoint(tmp_path / 'run' / 'checkpoints', {'model': model.state_dict(), 'config': config_to_dict(cfg),
+                                                       'step': 1, 'epoch': 0}, step=1, epoch=0)
+    np.save(tmp_path / 'frames.npy', np.concatenate(clips(1, 4))[:, :16, :32])
+    for extra, net, rfid_status in (([], 'vgg', 'unavailable: '), (['--lpips-net', 'squeeze', '--no-fid'], 'squeeze', 'not requested')):
+        assert main(['eval', '--checkpoint', str(tmp_path / 'run'), '--data', str(tmp_path / 'frames.npy'),
+                     '--out', str(tmp_path / 'eval'), '--device', 'cpu', *extra]) == 0
+        m = json.loads((tmp_path / 'eval' / 'eval.json').read_text())['sources']['frames']
+        assert (m['lpips'], m['lpips_net'], m['lpips_trained_net']) == (None, net, 'alex')
+        assert m['lpips_status'].startswith('unavailable: ') and m['rfid'] is None and m['rfid_status'].startswith(rfid_status)
+        assert f'LPIPS ({net}) n/a' in capsys.readouterr().out

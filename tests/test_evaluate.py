@@ -14,7 +14,9 @@ from vqvae_kaggle.train import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*single episode")  # one .npy array is one episode
 W, H = 64, 32
-METRICS = {'psnr', 'ssim', 'lpips', 'lpips_status', 'usage', 'perplexity', 'dead_codes', 'artifact', 'grid', 'frames'}
+METRICS = {'psnr', 'ssim', 'lpips', 'lpips_status', 'lpips_net', 'lpips_trained_net', 'usage', 'perplexity', 'dead_codes',
+           'artifact', 'grid', 'frames', 'hf_ratio', 'gmsd', 'lap_var_ratio', 'rfid', 'rfid_status'}
+FID_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 PROBE = {'probe_psnr', 'probe_artifact', 'probe_grid_energy', 'probe_peak_ratio', 'probe_peak_period', 'frames'}
 
 
@@ -41,10 +43,11 @@ def runs(tmp_path, make_frames):
 
 
 @pytest.fixture
-def no_lpips(monkeypatch):
-    "LPIPS weights missing, as offline: build_lpips raises, as it does without its backbone file."
+def no_lpips(monkeypatch, tmp_path):
+    "LPIPS weights missing, as offline: build_lpips raises, as it does without its backbone file. No FID weights either."
     def unavailable(*a, **k): raise LPIPSUnavailable('LPIPS (alex) needs the backbone weights file /nowhere/alexnet.pth')
     monkeypatch.setattr(ev, 'build_lpips', unavailable)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty-torch-home'))
 
 
 def test_eval_reports_every_metric_and_grids(runs, no_lpips, tmp_path):
@@ -56,15 +59,20 @@ def test_eval_reports_every_metric_and_grids(runs, no_lpips, tmp_path):
         assert 0 < m['usage'] <= 1 and m['dead_codes'] == 32 - m['used_codes'] and 1 <= m['perplexity'] <= 32
         assert math.isfinite(m['psnr']) and -1 <= m['ssim'] <= 1 and m['artifact'] >= 0
         assert m['lpips'] is None and m['lpips_status'].startswith('unavailable: ') and 'alexnet' in m['lpips_status']
-        # inputs over reconstructions over differences, at scale 2, with a title band
-        assert Image.open(m['grid']).width == 2 + len(ev.sample_indices(m['frames'], 8)) * (2 * W + 2)
+        assert (m['lpips_net'], m['lpips_trained_net']) == ('alex', None)    # the cpu preset trains without LPIPS
+        assert m['rfid'] is None and FID_FILE in m['rfid_status'] and 'pip install pytorch-fid' in m['rfid_status']
+        assert 0 < m['hf_ratio'] and 0 < m['gmsd'] < 1 and 0 < m['lap_var_ratio']
+        # inputs over reconstructions over differences over the zoomed patch, at scale 2, with a title band
+        grid = Image.open(m['grid'])
+        assert grid.width == 2 + len(ev.sample_indices(m['frames'], 8)) * (2 * W + 2)
+        assert 0 < grid.height - (2 + 4 * (2 * H + 2)) < 30
     assert r['sources']['frames']['frames'] == 24 and r['sources']['val']['frames'] < 24
     assert PROBE <= set(r['probe']) and set(r['probe']['frames']) >= {'sky', 'sky_gradient', 'grey_horizontal'}
     assert Image.open(r['probe_grid']).size[0] > 2 * W
     saved = json.loads((folders['nearest'] / 'eval' / 'eval.json').read_text())
-    assert saved['sources']['val']['lpips'] is None              # null in the JSON, never 0
+    assert saved['sources']['val']['lpips'] is None and saved['sources']['val']['rfid'] is None   # null in the JSON, never 0
     md = (folders['nearest'] / 'eval' / 'eval.md').read_text()
-    assert '| n/a |' in md and 'LPIPS unavailable' in md
+    assert '| n/a |' in md and 'LPIPS unavailable' in md and 'rFID unavailable' in md and 'GMSD' in md
 
 
 def test_eval_with_lpips_model_reports_a_number(runs):
@@ -262,3 +270,135 @@ def test_eval_reports_temporal_measures_only_for_episodes(trained, tmp_path):
     assert 'seq over time: 6 consecutive pairs' in summary and 'single over time' not in summary
     # the run's own held-out split (one .npy array: one episode, contiguous) has them too
     assert 'token_change' in ev.run_eval(ckpt, device='cpu', lpips=False)['sources']['val']
+
+
+
+# -- rFID ------------------------------------------------------------------------------------------------------------
+def no_downloads(monkeypatch):
+    "Any attempt to fetch weights fails the test (offline it would hang)."
+    def refuse(*a, **k): raise AssertionError(f'a download was attempted: {a}')
+    import pytorch_fid.inception
+    monkeypatch.setattr(pytorch_fid.inception, 'load_state_dict_from_url', refuse)
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', refuse)
+
+
+def test_fid_weights_file_is_the_one_pytorch_fid_loads():
+    import pytorch_fid.inception
+    assert ev.FID_WEIGHTS_URL == pytorch_fid.inception.FID_WEIGHTS_URL
+    assert ev.fid_weights_path().name == FID_FILE and ev.fid_weights_path().parent == Path(torch.hub.get_dir()) / 'checkpoints'
+
+
+def test_rfid_without_weights_is_a_reason_naming_the_file(tmp_path, monkeypatch):
+    "TORCH_HOME empty: no extractor, no download attempted, and the reason names the file, where it comes from and the pip command."
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty-torch-home'))
+    no_downloads(monkeypatch)
+    model, status = ev.fid_metric(True)
+    assert model is None and status.startswith('unavailable: ')
+    assert str(tmp_path / 'empty-torch-home' / 'hub' / 'checkpoints' / FID_FILE) in status
+    assert ev.FID_WEIGHTS_URL in status and 'pip install pytorch-fid' in status
+    assert ev.fid_metric(False) == (None, 'not requested')
+
+
+def test_rfid_with_a_corrupt_weights_file_is_a_reason(tmp_path, monkeypatch):
+    "The file is there but is not the weights (an interrupted copy): pytorch-fid's loader fails, the report says so."
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    no_downloads(monkeypatch)
+    path = tmp_path / 'hub' / 'checkpoints' / FID_FILE
+    path.parent.mkdir(parents=True); path.write_bytes(b'not a checkpoint')
+    model, status = ev.fid_metric(True)
+    assert model is None and status.startswith('unavailable: ') and str(path) in status and 'could not be loaded' in status
+
+
+@pytest.mark.filterwarnings('ignore:The `disp` argument is deprecated')   # inside pytorch-fid's scipy call
+def test_frechet_distance_by_hand_and_against_pytorch_fid():
+    "Closed forms on tiny Gaussians; pytorch-fid's scipy sqrtm version on random ones."
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    # 1-d: (m1 - m2)^2 + (s1 - s2)^2; diagonal: that per axis
+    assert ev.frechet_distance([0.5], [[0.25]], [-1.0], [[4.0]]) == pytest.approx(1.5 ** 2 + (0.5 - 2) ** 2, abs=1e-12)
+    assert ev.frechet_distance([0, 0, 1], np.diag([1, 9, 4.0]), [1, 2, 1], np.diag([4, 1, 4.0])) == pytest.approx(1 + 4 + 1 + 4 + 0)
+    # commuting (same eigenvectors) covariances: ||mu||^2 + sum (sqrt(a_i) - sqrt(b_i))^2
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))
+    a, b = np.array([1.0, 2, 3, 4]), np.array([4.0, 1, 9, 1])
+    assert ev.frechet_distance(np.zeros(4), q @ np.diag(a) @ q.T, np.ones(4), q @ np.diag(b) @ q.T) == \
+        pytest.approx(4 + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum(), rel=1e-10)
+    rng = np.random.default_rng(2)
+    f1 = rng.normal(size=(300, 8)) @ rng.normal(size=(8, 8))
+    f2 = rng.normal(size=(300, 8)) @ rng.normal(size=(8, 8)) + 0.3
+    args = (f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    assert ev.frechet_distance(*args) == pytest.approx(calculate_frechet_distance(*args), rel=1e-8)
+    with pytest.raises(ValueError, match='do not match'): ev.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+class StubTokenizer(torch.nn.Module):
+    "Reconstructs each frame as itself plus `shift` (clamped): known reconstructions for the rFID wiring."
+    codebook_size = 4
+    def __init__(self, shift=0.0):
+        super().__init__(); self.shift = shift; self.anchor = torch.nn.Parameter(torch.zeros(1))   # a parameter: a device
+    def forward(self, x): return (x + 2 * self.shift).clamp(-1, 1), {'indices': torch.zeros(len(x), 2, 2, dtype=torch.long)}
+
+
+def random_extractor(seed=0):
+    "A small random convolutional network standing in for Inception: tests the wiring, it is not a metric."
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 5, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, stride=2),
+                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+
+
+def test_rfid_wiring_with_an_injected_extractor(make_frames):
+    frames = make_frames(40, H, W, seed=4).frames
+    features = random_extractor()
+    same = ev.evaluate(StubTokenizer(0.0), frames, batch_size=16, fid_model=features)
+    shifted = ev.evaluate(StubTokenizer(0.2), frames, batch_size=16, fid_model=features)
+    assert same['rfid'] < 1e-6 and shifted['rfid'] > 1e3 * max(same['rfid'], 1e-9)
+    # the pipeline's number is the distance between the Gaussians of the two feature sets, computed by hand
+    with torch.no_grad():
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        fx, fy = features(x).double().numpy(), features((x + 0.2).clamp(0, 1)).double().numpy()
+    by_hand = ev.frechet_distance(fx.mean(0), np.cov(fx, rowvar=False), fy.mean(0), np.cov(fy, rowvar=False))
+    assert shifted['rfid'] == pytest.approx(by_hand, rel=1e-4)
+    assert ev.evaluate(StubTokenizer(0.2), frames, batch_size=7, fid_model=features)['rfid'] == pytest.approx(shifted['rfid'], rel=1e-6)
+    assert 'rfid' not in ev.evaluate(StubTokenizer(0.2), frames)                 # the trainer's call: no rFID
+
+
+def test_eval_reports_rfid_with_an_injected_extractor(runs, no_lpips, tmp_path):
+    folders, _ = runs
+    r = ev.run_eval(folders['nearest'], device='cpu', fid=random_extractor())
+    m = r['sources']['val']
+    assert m['rfid_status'] == 'ok' and m['rfid'] > 0
+    assert 'rFID' in ev.eval_summary(r) and f"rFID {m['rfid']:.2f}" in ev.eval_summary(r)
+
+
+# -- LPIPS graded by another network ---------------------------------------------------------------------------------
+@pytest.mark.parametrize('trained, override, grades', [
+    ('alex', None, 'vgg'), ('vgg', None, 'alex'), (None, None, 'alex'), ('alex', 'squeeze', 'squeeze')])
+def test_lpips_is_graded_by_a_network_the_run_did_not_train_on(trained, override, grades, monkeypatch, tmp_path):
+    asked = []
+    def fake_build(net, device='cpu'):
+        asked.append(net)
+        return build_lpips(net, device, random_backbone=True)    # random backbone: no weights needed; wiring only
+    monkeypatch.setattr(ev, 'build_lpips', fake_build)
+    cfg = tiny_cfg(tmp_path, *([f'loss.lpips=0.1', f'loss.lpips_net={trained}'] if trained else []))
+    model = build_tokenizer(cfg)
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, H, W, 3), dtype=np.uint8)
+    r = ev.evaluate_model(model, cfg, [('frames', frames)], tmp_path / 'out', lpips_net=override, fid=False)
+    m = r['sources']['frames']
+    assert asked == [grades] and m['lpips_net'] == grades and m['lpips_trained_net'] == trained and m['lpips'] > 0
+    assert f'LPIPS ({grades})' in ev.eval_summary(r)
+
+
+def test_compared_runs_share_one_grading_network(runs, monkeypatch):
+    "Runs trained on alex and on vgg: graded by squeeze, the network neither trained on."
+    folders, _ = runs
+    asked = []
+    def unavailable(net, device='cpu'):
+        asked.append(net); raise LPIPSUnavailable(f'no {net} weights here')
+    monkeypatch.setattr(ev, 'build_lpips', unavailable)
+    real_load = ev.load_tokenizer
+    def load(path, device='cpu'):   # the 'transpose' run as if it had trained with LPIPS on vgg, the other on alex
+        model, cfg, state = real_load(path, device)
+        net = 'vgg' if Path(path).name == 'transpose' else 'alex'
+        return model, apply_overrides(cfg, ['loss.lpips=0.1', f'loss.lpips_net={net}']), state
+    monkeypatch.setattr(ev, 'load_tokenizer', load)
+    s = ev.run_eval_many([folders['nearest'], folders['transpose']], device='cpu', sample_frames=2, fid=False)
+    assert asked == ['squeeze'] and [row['lpips_net'] for row in s['table']] == ['squeeze', 'squeeze']
+    assert [row['lpips_trained_net'] for row in s['table']] == ['alex', 'vgg']

@@ -17,8 +17,9 @@ def headless(tmp_path, monkeypatch):
 
 
 from vqvae_kaggle import viz
-from vqvae_kaggle.viz import (browse_grids, compare_grid, figure_to_array, plot_metrics, read_metrics, sample_grid,
-                              sample_grids, save_figure, save_grid, show_image, to_uint8_images)
+from vqvae_kaggle.viz import (ZOOM_CROP, ZOOM_MARK, browse_grids, compare_grid, figure_to_array, plot_metrics, read_metrics,
+                              sample_grid, sample_grids, save_figure, save_grid, show_image, textured_crop, to_uint8_images,
+                              zoom_geometry)
 
 
 def batch(n=3, h=72, w=128, seed=0):
@@ -169,3 +170,85 @@ def test_widget_browser_when_ipywidgets_is_installed(tmp_path):
     epoch.value = 1
     split.value = 'val'
     assert list(epoch.options) == [2, 10] and epoch.value == 10
+
+
+
+# -- the zoom row ---------------------------------------------------------------------------------------------------
+def sky_over_texture(h, w, corner, patch=32, seed=0):
+    "Flat sky on the top half, flat grass below, a `patch` x `patch` noise texture with its top-left at `corner`."
+    x = torch.empty(1, 3, h, w)
+    x[:, :, :h // 2] = torch.tensor([0.53, 0.81, 0.92]).view(1, 3, 1, 1)
+    x[:, :, h // 2:] = torch.tensor([0.35, 0.60, 0.20]).view(1, 3, 1, 1)
+    t, l = corner
+    x[0, :, t:t + patch, l:l + patch] = torch.rand(3, patch, patch, generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+@pytest.mark.parametrize('h, w, corner', [(72, 128, (40, 96)), (72, 128, (0, 0)), (72, 128, (20, 50)), (36, 64, (4, 32))])
+def test_textured_crop_lands_on_the_texture(h, w, corner):
+    "A noise patch beats the flat sky, the flat grass and the straight horizon between them, wherever it is."
+    x = sky_over_texture(h, w, corner)
+    (t, l), = textured_crop(x)
+    assert corner[0] <= t <= corner[0] + 32 - ZOOM_CROP and corner[1] <= l <= corner[1] + 32 - ZOOM_CROP, (t, l)
+    np.testing.assert_array_equal(textured_crop(x), textured_crop(to_uint8_images(x)))   # any input form, the same choice
+
+
+def test_zoom_row_pixel_exact():
+    "The zoom tile holds the crop of the input and of the reconstruction, magnified where zoom_geometry says; the box marks it."
+    x = torch.cat([sky_over_texture(36, 64, (4, 32), seed=s) for s in range(3)])
+    y = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    xs, ys = to_uint8_images(x), to_uint8_images(y)
+    grid = sample_grid(x, y, nrow=2, scale=3, sep=1, zoom=True)
+    geo = zoom_geometry(36, 64, scale=3)
+    th, tw, s, z = 36 * 3, 64 * 3, geo['size'], geo['zoom']
+    assert (s, z, geo['labels']) == (ZOOM_CROP, 3, True)          # 24 px at 3x: two 72-px crops side by side in a 192-px tile
+    assert grid.shape == (2 * (1 + 4 * (th + 1)) + 2, 1 + 2 * (tw + 1), 3)
+    corners = textured_crop(x, s)
+    for i in range(3):
+        block, col = divmod(i, 2)
+        top, left = 1 + block * (1 + 4 * (th + 1) + 2), 1 + col * (tw + 1)
+        tile = lambda r: grid[top + r * (th + 1): top + r * (th + 1) + th, left: left + tw]
+        (t, l) = corners[i]
+        for img, crop_left in ((xs[i], geo['lefts'][0]), (ys[i], geo['lefts'][1])):
+            shown = tile(3)[geo['top']: geo['top'] + s * z, crop_left: crop_left + s * z]
+            np.testing.assert_array_equal(shown, img[t:t + s, l:l + s].repeat(z, 0).repeat(z, 1))
+        marked = (tile(0) == ZOOM_MARK).all(-1)
+        assert marked[max(0, 3 * t - 1), 3 * l: 3 * (l + s)].all() and marked[3 * (t + s), 3 * l: 3 * (l + s)].all()
+        np.testing.assert_array_equal(tile(0)[~marked], xs[i].repeat(3, 0).repeat(3, 1)[~marked])   # only the box changed
+        np.testing.assert_array_equal(tile(1), ys[i].repeat(3, 0).repeat(3, 1))                     # the rest as before
+    np.testing.assert_array_equal(sample_grid(x, y, nrow=2, scale=3, sep=1, zoom=True), grid)       # deterministic
+    plain, head = sample_grid(x, y, nrow=2, scale=3, sep=1), slice(0, 1 + 3 * (th + 1))
+    box = (grid[head] == ZOOM_MARK).all(-1)
+    np.testing.assert_array_equal(grid[head][~box], plain[head][~box])   # the first block's three rows: as without zoom, but the box
+
+
+def test_zoom_geometry_fits_small_tiles():
+    "Whatever the frame and scale, the two crops fit side by side in a frame tile; labels only when they leave room."
+    for h, w, scale in ((72, 128, 1), (72, 128, 2), (16, 32, 1), (8, 8, 1), (36, 64, 4), (200, 40, 1)):
+        g = zoom_geometry(h, w, scale)
+        th, tw = h * scale, w * scale
+        assert 1 <= g['size'] <= min(ZOOM_CROP, h, w) and g['zoom'] >= 1
+        assert g['lefts'][1] + g['size'] * g['zoom'] <= tw and g['top'] + g['size'] * g['zoom'] + 12 * g['labels'] <= th
+    assert zoom_geometry(72, 128, 1)['zoom'] == 2 and zoom_geometry(72, 128, 2)['zoom'] == 5
+    img = sample_grid(batch(2, 8, 8), batch(2, 8, 8, seed=1), zoom=True)   # tiny frames: crops of 2 px, no labels
+    assert img.shape == (2 + 4 * 10, 2 + 2 * 10, 3)
+    with pytest.raises(ValueError, match='needs the reconstructions'): sample_grid(batch(2), zoom=True)
+
+
+def test_compare_grid_zoom_rows_show_the_same_patch_in_every_column():
+    x = torch.cat([sky_over_texture(36, 64, (4, 32), seed=s) for s in range(2)])
+    recons = {'blur': torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False), 'exact': x}
+    plain, grid = compare_grid(recons, x, scale=2), compare_grid(recons, x, scale=2, zoom=True)
+    band, th, tw = 12 + 8, 72, 128
+    assert grid.shape == (band + 2 + 4 * (th + 2), plain.shape[1], 3)
+    geo = zoom_geometry(36, 64, scale=2, crops=1, labels=False)
+    s, z, top, (left,) = geo['size'], geo['zoom'], geo['top'], geo['lefts']
+    assert (s, z, geo['labels']) == (24, 3, False)                       # one 24-px crop at 3x fills the 72-px tile
+    for i, (t, l) in enumerate(textured_crop(x)):
+        assert 4 <= t <= 12 and 32 <= l <= 40                             # on the texture
+        row = band + 2 + (2 * i + 1) * (th + 2)                           # the zoom row under input i
+        for j, imgs in enumerate([x, *recons.values()]):
+            col = 2 + j * (tw + 2)
+            shown = grid[row + top: row + top + s * z, col + left: col + left + s * z]
+            np.testing.assert_array_equal(shown, to_uint8_images(imgs)[i, t:t + s, l:l + s].repeat(z, 0).repeat(z, 1))
+    np.testing.assert_array_equal(compare_grid(recons, x, scale=2, zoom=True), grid)

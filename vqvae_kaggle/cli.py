@@ -16,7 +16,7 @@ from .checkpoint import CheckpointError
 from .evaluate import run_eval, run_eval_many, eval_summary, load_tokenizer, resolve_device
 from .augment import augmenting
 from .tokens import tokenize, decode, TokensError
-from .losses import LPIPSUnavailable
+from .losses import LPIPSUnavailable, BACKBONE_FILES
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
 from .kaggle_client import add_kernel_parser, run_kernel_command
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--checkpoint', required=True, action='append', help='a ckpt-*.pt file or a run folder; repeat to compare')
     e.add_argument('--name', action='append', help='a name per checkpoint in the comparison (repeatable)')
     e.add_argument('--no-lpips', action='store_true', help='skip LPIPS (otherwise reported when its weights are available)')
+    e.add_argument('--lpips-net', choices=list(BACKBONE_FILES), help='network that grades LPIPS (default: one the run did not '
+                   'train against: vgg for a run trained on alex, else alex)')
+    e.add_argument('--no-fid', action='store_true', help='skip rFID (otherwise reported when pytorch-fid and its Inception weights are there)')
     e.add_argument('--data', action='append', help="'val' (the run's held-out split, default), 'val-alt' (its worlds rendered at another scale and filter: "
                                                        "Minecraft and Crafter), or any frame source; repeatable")
     e.add_argument('--out', help='output folder (default: <run>/eval)')
@@ -150,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"samples {summary['out_dir']}/samples/")
         elif args.command == 'eval':
             if len(args.checkpoint) == 1:
-                r = run_eval(args.checkpoint[0], args.data, args.out, args.max_frames, args.device, lpips=not args.no_lpips)
+                r = run_eval(args.checkpoint[0], args.data, args.out, args.max_frames, args.device, lpips=not args.no_lpips,
+                             lpips_net=args.lpips_net, fid=not args.no_fid)
                 print(eval_summary(r)); print(f"metrics: {r['json']}")
             else:
                 s = run_eval_many(args.checkpoint, args.data, args.out, args.max_frames, args.device, lpips=not args.no_lpips,
-                                  names=args.name)
+                                  lpips_net=args.lpips_net, fid=not args.no_fid, names=args.name)
                 print(Path(s['markdown']).read_text())
         elif args.command == 'tokenize':
             tokenize(args.checkpoint, args.data, args.out, args.skip_first, args.frame_gap, args.chunk_frames, args.batch_size,

@@ -5,6 +5,7 @@
 # %% ../nbs/07b_evaluate.ipynb #0b91370a
 from __future__ import annotations
 import contextlib, hashlib, json, math, os
+from urllib.parse import urlparse
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,16 +17,18 @@ from .data import load_splits, source_frames, alt_val_frames, _file_sha256 as _s
 from .model import build_tokenizer, to_model_input, to_unit, _autocast
 from .metrics import reconstruction_metrics, code_usage, MetricAverager, artifact_probe
 from .checkpoint import CheckpointError, load_checkpoint, list_checkpoints
-from .losses import build_lpips, LPIPSUnavailable
+from .losses import build_lpips, LPIPSUnavailable, BACKBONE_FILES, lpips_requested
 from .viz import sample_grid, save_grid, compare_grid, probe_grid
 
 # %% auto #0
-__all__ = ['TEMPORAL_THRESHOLD', 'TEMPORAL_MARGIN', 'EXPORT_FORMAT', 'EXPORT_SUFFIX', 'REPORT_COLUMNS', 'TEMPORAL_COLUMNS',
-           'resolve_device', 'frames_to_tensor', 'reconstruct', 'reconstruct_unit', 'lpips_metric', 'evaluate',
-           'write_samples', 'frame_pairs', 'cell_change', 'temporal_metrics', 'probe', 'write_probe_grid',
-           'resolve_checkpoint', 'export_tokenizer', 'is_export', 'read_export', 'load_tokenizer', 'eval_sources',
-           'sample_indices', 'evaluate_model', 'run_folder', 'run_eval', 'fmt_metric', 'markdown_table',
-           'comparison_rows', 'eval_markdown', 'eval_summary', 'checkpoint_names', 'run_eval_many']
+__all__ = ['FID_WEIGHTS_URL', 'FID_PIP', 'TEMPORAL_THRESHOLD', 'TEMPORAL_MARGIN', 'EXPORT_FORMAT', 'EXPORT_SUFFIX',
+           'REPORT_COLUMNS', 'TEMPORAL_COLUMNS', 'resolve_device', 'frames_to_tensor', 'reconstruct',
+           'reconstruct_unit', 'lpips_metric', 'trained_lpips_net', 'eval_lpips_net', 'fid_weights_path', 'fid_metric',
+           'FeatureMoments', 'frechet_distance', 'evaluate', 'write_samples', 'frame_pairs', 'cell_change',
+           'temporal_metrics', 'probe', 'write_probe_grid', 'resolve_checkpoint', 'export_tokenizer', 'is_export',
+           'read_export', 'load_tokenizer', 'eval_sources', 'sample_indices', 'evaluate_model', 'run_folder',
+           'run_eval', 'fmt_metric', 'markdown_table', 'comparison_rows', 'eval_markdown', 'eval_summary',
+           'checkpoint_names', 'run_eval_many']
 
 # %% ../nbs/07b_evaluate.ipynb #ebbb6529
 def resolve_device(spec: str = 'auto') -> torch.device:
@@ -70,19 +73,90 @@ def lpips_metric(lpips=True, device='cpu', net: str = 'alex') -> tuple[torch.nn.
     try: return build_lpips(net, device), 'ok'
     except LPIPSUnavailable as e: return None, f'unavailable: {e}'
 
+def trained_lpips_net(loss) -> str | None:
+    "The LPIPS network a run's loss config trained against, or None when it did not use LPIPS."
+    return loss.lpips_net if lpips_requested(loss) else None
+
+def eval_lpips_net(*losses) -> str:
+    "The LPIPS network to grade runs with (their `cfg.loss`): the first of alex, vgg, squeeze that none of them trained on."
+    trained = {trained_lpips_net(l) for l in losses}
+    return next((n for n in BACKBONE_FILES if n not in trained), 'alex')
+
+# %% ../nbs/07b_evaluate.ipynb #1856b084
+FID_WEIGHTS_URL = 'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth'
+FID_PIP = 'pip install pytorch-fid'
+
+def fid_weights_path(url: str = FID_WEIGHTS_URL) -> Path:
+    "Where torch.hub keeps (and pytorch-fid would download) the FID Inception weights: $TORCH_HOME/hub/checkpoints/<file>."
+    return Path(torch.hub.get_dir()) / 'checkpoints' / Path(urlparse(url).path).name
+
+def fid_metric(fid=True, device='cpu'):
+    "(feature extractor or None, status): `fid` is True (pytorch-fid's InceptionV3 if its weights are on disk), False (skip), or a ready extractor."
+    if fid is False or fid is None: return None, 'not requested'
+    if isinstance(fid, torch.nn.Module): fid = fid.to(device).eval()
+    if callable(fid): return fid, 'ok'       # images (B, 3, H, W) in [0, 1] -> features (B, D)
+    try: from pytorch_fid.inception import InceptionV3, FID_WEIGHTS_URL as url
+    except ImportError as e: return None, f'unavailable: rFID needs the pytorch-fid package ({e}): {FID_PIP}'
+    path = fid_weights_path(url)
+    if not path.is_file():   # checked first: pytorch-fid would try to download it, and offline that hangs
+        return None, (f'unavailable: rFID needs the FID Inception weights file {path}, which is not there (evaluation never '
+                      f'downloads it). Download {url} to that path, or point TORCH_HOME at a folder holding hub/checkpoints/{path.name}; '
+                      f'the package: {FID_PIP}')
+    try: net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).to(device).eval()
+    except Exception as e:   # a truncated or corrupt file: say which, and how to replace it
+        return None, f'unavailable: the FID Inception weights {path} could not be loaded ({type(e).__name__}: {e}); download {url} again'
+    return (lambda x: net(x.float())[0].flatten(1)), 'ok'
+
+class FeatureMoments:
+    "Count, sum and sum of outer products of feature vectors, in float64 where they are computed: a mean and covariance in D^2 memory."
+    def __init__(self): self.n, self.sum, self.outer = 0, None, None
+
+    def update(self, features: torch.Tensor) -> None:
+        "Add a batch of feature vectors (B, D) (or (B, D, 1, 1), as Inception's pool gives)."
+        f = features.detach().reshape(len(features), -1).double()   # on their device: the D x D products are the work
+        if self.sum is None: self.sum, self.outer = f.new_zeros(f.shape[1]), f.new_zeros(f.shape[1], f.shape[1])
+        if f.shape[1] != len(self.sum): raise ValueError(f'FeatureMoments: {f.shape[1]}-d features after {len(self.sum)}-d ones')
+        self.n += len(f); self.sum += f.sum(0); self.outer += f.T @ f
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        "(mean, unbiased covariance) as float64 arrays."
+        if self.n < 2: raise ValueError(f'FeatureMoments: a covariance needs at least 2 feature vectors, got {self.n}')
+        mu = self.sum / self.n
+        return mu.cpu().numpy(), ((self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)).cpu().numpy()
+
+def _psd_sqrt(a: np.ndarray) -> np.ndarray:
+    "Square root of a symmetric positive semi-definite matrix, by its eigen-decomposition (round-off negatives clipped)."
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    "Fréchet distance between N(mu1, cov1) and N(mu2, cov2), in float64; symmetric-eigen square roots (no complex sqrtm)."
+    mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
+    cov1, cov2 = (np.atleast_2d(np.asarray(c, np.float64)) for c in (cov1, cov2))
+    d = len(mu1)
+    if mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise ValueError(f'frechet_distance: means {mu1.shape}, {mu2.shape} and covariances {cov1.shape}, {cov2.shape} do not match')
+    s1 = _psd_sqrt(cov1)
+    middle = s1 @ cov2 @ s1                                  # similar to cov1 @ cov2, but symmetric: real eigenvalues
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return max(0.0, float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt))   # >= 0 in exact arithmetic
+
 # %% ../nbs/07b_evaluate.ipynb #b3ca7c08
 @torch.no_grad()
 def evaluate(model, frames: np.ndarray, device=None, batch_size: int = 64, dtype: torch.dtype | None = None,
              max_frames: int | None = None, lpips_model: torch.nn.Module | None = None,
-             episodes: np.ndarray | None = None) -> dict:
-    """Metrics of `model` on uint8 NHWC `frames` (the first `max_frames`); 'lpips' only when `lpips_model` is given;
-    the `temporal_metrics` too when `episodes` (one id per frame) put at least two frames in one episode."""
+             episodes: np.ndarray | None = None, fid_model=None) -> dict:
+    """Metrics of `model` on uint8 NHWC `frames` (the first `max_frames`); 'lpips' only when `lpips_model` is given, 'rfid'
+    only when `fid_model` (images in [0, 1] -> features) is; the `temporal_metrics` too when `episodes` (one id per frame)
+    put at least two frames in one episode."""
     device = device or next(model.parameters()).device
     if episodes is not None and len(episodes) != len(frames):
         raise ValueError(f'evaluate: {len(episodes)} episode ids for {len(frames)} frames')
     frames = frames[:max_frames] if max_frames else frames
     if len(frames) == 0: raise FrameError('no frames to evaluate')
     avg, codes = MetricAverager(), []
+    real, recon = FeatureMoments(), FeatureMoments()
     for i in range(0, len(frames), batch_size):
         x = frames_to_tensor(frames[i:i + batch_size], device)
         x_hat, idx = reconstruct(model, x, dtype)
@@ -90,6 +164,7 @@ def evaluate(model, frames: np.ndarray, device=None, batch_size: int = 64, dtype
         m = reconstruction_metrics(x_unit, x_hat)
         if lpips_model is not None:  # LPIPS takes [-1, 1]; its own weights stay in float32
             m['lpips'] = lpips_model(x_hat.float() * 2 - 1, x_unit * 2 - 1).mean().item()
+        if fid_model is not None: real.update(fid_model(x_unit)); recon.update(fid_model(x_hat.float()))
         avg.update(m, n=len(x), weights={'artifact': m['flat_patches']})
         codes.append(idx.cpu())
     out = avg.compute()
@@ -97,16 +172,17 @@ def evaluate(model, frames: np.ndarray, device=None, batch_size: int = 64, dtype
     codes = torch.cat(codes)
     out.update(code_usage(codes, model.codebook_size))
     out['frames'] = len(frames)
+    if fid_model is not None: out['rfid'] = frechet_distance(*real.mean_cov(), *recon.mean_cov()) if real.n >= 2 else None
     if episodes is not None:
         out.update(temporal_metrics(codes.numpy(), frames, np.asarray(episodes)[:len(frames)], model.codebook_size) or {})
     return out
 
 def write_samples(model, frames: np.ndarray, path, dtype: torch.dtype | None = None, title: str | None = None,
-                  scale: int = 2) -> Path:
-    "PNG grid of uint8 NHWC `frames` over their reconstructions over the (amplified) differences."
+                  scale: int = 2, zoom: bool = True) -> Path:
+    "PNG grid of uint8 NHWC `frames` over their reconstructions over the (amplified) differences over a magnified textured patch."
     x = frames_to_tensor(frames, next(model.parameters()).device)
     x_hat, _ = reconstruct(model, x, dtype)
-    return save_grid(sample_grid(x.cpu(), x_hat.float().cpu(), diff=True, scale=scale), path, title=title)
+    return save_grid(sample_grid(x.cpu(), x_hat.float().cpu(), diff=True, scale=scale, zoom=zoom), path, title=title)
 
 # %% ../nbs/07b_evaluate.ipynb #8969a9a7
 TEMPORAL_THRESHOLD = 8   # uint8 levels: a cell whose pixels changed by at most this much "did not change"
@@ -306,21 +382,34 @@ def _frames_episodes(source) -> tuple[np.ndarray, np.ndarray | None]:
     "(frames, episode ids or None) of a FrameSet or a bare frame array."
     return (source.frames, source.episodes) if isinstance(source, FrameSet) else (source, None)
 
+def _lpips_net_of(lpips, net: str) -> str | None:
+    "The network that grades: a ready LPIPS module's own (`lpips.LPIPS.pnet_type`), else `net`; None when LPIPS is off."
+    if lpips is False or lpips is None: return None
+    module = lpips[0] if isinstance(lpips, tuple) else lpips
+    return getattr(module, 'pnet_type', None) or net
+
 def evaluate_model(model, cfg: Config, sources, out_dir, name: str | None = None, max_frames: int | None = None,
-                   batch_size: int = 64, sample_frames: int = 8, lpips=True, dtype: torch.dtype | None = None) -> dict:
-    """Metrics per source (+ LPIPS or its status, + the temporal measures for a `FrameSet` with episodes),
-    reconstruction/difference grids, the probe and its grid, under `out_dir`. `sources`: (name, FrameSet or uint8 frames) pairs.
-    `lpips`: as for `lpips_metric`, or the (model, status) pair it returned (built once for several models)."""
+                   batch_size: int = 64, sample_frames: int = 8, lpips=True, dtype: torch.dtype | None = None,
+                   lpips_net: str | None = None, fid=True) -> dict:
+    """Metrics per source (+ LPIPS or its status, + rFID or its status, + the temporal measures for a `FrameSet` with
+    episodes), reconstruction/difference/zoom grids, the probe and its grid, under `out_dir`. `sources`: (name, FrameSet or
+    uint8 frames) pairs. `lpips`: as for `lpips_metric`, or the (model, status) pair it returned (built once for several
+    models); graded by `lpips_net`, by default `eval_lpips_net(cfg.loss)`. `fid`: as for `fid_metric`, or its pair."""
     out, name = Path(out_dir), name or cfg.name
     device = next(model.parameters()).device
-    lpips_model, lpips_status = lpips if isinstance(lpips, tuple) else lpips_metric(lpips, device, cfg.loss.lpips_net)
+    net = lpips_net or eval_lpips_net(cfg.loss)
+    lpips_model, lpips_status = lpips if isinstance(lpips, tuple) else lpips_metric(lpips, device, net)
+    fid_model, fid_status = fid if isinstance(fid, tuple) else fid_metric(fid, device)
     results = {'sources': {}}
     for src, fs in sources:
         frames, episodes = _frames_episodes(fs)
         m = evaluate(model, frames, device, batch_size=batch_size, dtype=dtype, max_frames=max_frames, lpips_model=lpips_model,
-                     episodes=episodes)
+                     episodes=episodes, fid_model=fid_model)
         m.setdefault('lpips', None)  # None, with the reason in lpips_status: never a 0 that reads as perfect
         m['lpips_status'] = lpips_status
+        m['lpips_net'], m['lpips_trained_net'] = _lpips_net_of(lpips, net), trained_lpips_net(cfg.loss)
+        m.setdefault('rfid', None)   # the same rule for rFID
+        m['rfid_status'] = fid_status if fid_model is None else 'ok' if m['rfid'] is not None else 'needs at least 2 frames'
         m['grid'] = str(write_samples(model, frames[sample_indices(m['frames'], sample_frames)],
                                       out / f'{src}_reconstructions.png', dtype, title=f'{name}: {src}'))
         results['sources'][src] = m
@@ -346,21 +435,24 @@ def run_folder(path) -> Path:
     return path.parent.parent if path.parent.name == 'checkpoints' else path.parent
 
 def run_eval(checkpoint, data: list[str] | None = None, out_dir=None, max_frames: int | None = None,
-             device: str = 'auto', batch_size: int = 64, sample_frames: int = 8, lpips=True) -> dict:
+             device: str = 'auto', batch_size: int = 64, sample_frames: int = 8, lpips=True, lpips_net: str | None = None,
+             fid=True) -> dict:
     "Metrics (eval.json, eval.md), reconstruction and probe grids (PNG) of `checkpoint` (file, run folder or export) on each data source."
     dev = resolve_device(device)
     model, cfg, state = load_tokenizer(checkpoint, dev)
     out = Path(out_dir) if out_dir else run_folder(state['path']) / 'eval'
     results = {'checkpoint': state['path'], 'step': state['step'], 'epoch': state['epoch'], 'config': cfg.name,
                **evaluate_model(model, cfg, eval_sources(cfg, data), out, f'{cfg.name} step {state["step"]}',
-                                max_frames, batch_size, sample_frames, lpips)}
+                                max_frames, batch_size, sample_frames, lpips, lpips_net=lpips_net, fid=fid)}
     (out / 'eval.md').write_text(eval_markdown({cfg.name: results}) + '\n')
     results['json'] = str(_write_json(out / 'eval.json', results))
     return results
 
 # %% ../nbs/07b_evaluate.ipynb #9dd1659d
 REPORT_COLUMNS = [  # (key, header, format)
-    ('psnr', 'PSNR dB', '{:.2f}'), ('ssim', 'SSIM', '{:.3f}'), ('lpips', 'LPIPS', '{:.3f}'), ('usage', 'usage', '{:.1%}'),
+    ('psnr', 'PSNR dB', '{:.2f}'), ('ssim', 'SSIM', '{:.3f}'), ('lpips', 'LPIPS', '{:.3f}'), ('lpips_net', 'LPIPS net', '{}'),
+    ('hf_ratio', 'HF ratio', '{:.2f}'), ('gmsd', 'GMSD', '{:.3f}'), ('lap_var_ratio', 'Laplacian ratio', '{:.2f}'),
+    ('rfid', 'rFID', '{:.2f}'), ('usage', 'usage', '{:.1%}'),
     ('perplexity', 'perplexity', '{:.0f}'), ('dead_codes', 'dead codes', '{:d}'), ('artifact', 'artifact', '{:.2f}'),
     ('probe_psnr', 'probe PSNR dB', '{:.2f}'), ('probe_grid_energy', 'probe grid energy', '{:.3f}'),
     ('probe_peak_ratio', 'probe peak', '{:.3f}'), ('probe_peak_period', 'peak period px', '{:.1f}')]
@@ -387,7 +479,7 @@ def comparison_rows(results: dict) -> list[dict]:
     for name, r in results.items():
         probe_metrics = {k: v for k, v in r.get('probe', {}).items() if k != 'frames'}
         for src, m in r['sources'].items():
-            rows.append({'model': name, 'source': src, 'step': r.get('step'), 'lpips': None,
+            rows.append({'model': name, 'source': src, 'step': r.get('step'), 'lpips': None, 'rfid': None,
                          **{k: v for k, v in m.items() if k != 'grid'}, **probe_metrics})
     return rows
 
@@ -397,23 +489,32 @@ def eval_markdown(results: dict, extra: list[tuple[str, str, str]] = ()) -> str:
     cols = [*REPORT_COLUMNS, *(TEMPORAL_COLUMNS if any('token_change' in r for r in rows) else []), *extra]
     table = markdown_table(['model', 'source', 'frames', *[h for _, h, _ in cols]],
                            [[r['model'], r['source'], str(r['frames']), *[fmt_metric(r.get(k), f) for k, _, f in cols]] for r in rows])
-    notes = sorted({r['lpips_status'] for r in rows if r.get('lpips_status') not in (None, 'ok')})
+    notes = [f'{what} {s}' for what, key in (('LPIPS', 'lpips_status'), ('rFID', 'rfid_status'))
+             for s in sorted({r[key] for r in rows if r.get(key) not in (None, 'ok')})]
     temporal = ("\n\nToken change: share of latent cells whose token differs from the previous frame's (consecutive frames of "
                 "one episode); on static cells (no pixel of the cell or its neighbours changed by more than "
                 f"{TEMPORAL_THRESHOLD}/255) every change is flicker a world model must predict. Bits/frame: h*w*log2(K); "
                 "entropy bits/frame: h*w times the entropy of the codes; given previous: given the previous frame's token at the same cell."
                 if any('token_change' in r for r in rows) else '')
-    return table + ''.join(f'\n\nLPIPS {s}' for s in notes) + temporal
+    sharp = ("\n\nSharpness (luminance, per frame, averaged): HF ratio = the reconstruction's spectral energy above 1/8 "
+             "cycle/pixel over the input's (1 = as detailed, < 1 blurred; noise raises it too); GMSD = gradient magnitude "
+             "similarity deviation (0 = identical; blur and noise both raise it); Laplacian ratio = variance of the Laplacian, "
+             "reconstruction over input. rFID: only comparable at equal frame counts." if any('hf_ratio' in r for r in rows) else '')
+    return table + ''.join(f'\n\n{n}' for n in notes) + sharp + temporal
 
 # %% ../nbs/07b_evaluate.ipynb #ce5615b7
 def eval_summary(results: dict) -> str:
-    "Human-readable lines for `run_eval` results: per source PSNR, SSIM, LPIPS (or why not), codebook, artifact; the probe."
+    "Human-readable lines for `run_eval` results: per source PSNR, SSIM, LPIPS (or why not), codebook, artifact, sharpness, rFID (or why not); the probe."
     lines = []
     for src, m in results['sources'].items():
         lp = fmt_metric(m.get('lpips')) if m.get('lpips') is not None else f"n/a ({m.get('lpips_status', 'not computed')})"
-        lines.append(f"{src}: {m['frames']} frames, PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, LPIPS {lp}, "
+        fid = fmt_metric(m.get('rfid'), '{:.2f}') if m.get('rfid') is not None else f"n/a ({m.get('rfid_status', 'not computed')})"
+        lines.append(f"{src}: {m['frames']} frames, PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, "
+                     f"LPIPS{' (' + m['lpips_net'] + ')' if m.get('lpips_net') else ''} {lp}, "
                      f"usage {m['usage']:.1%} ({m['dead_codes']} dead codes), perplexity {m['perplexity']:.0f}, "
                      f"artifact {m['artifact']:.2f}; grid {m['grid']}")
+        lines.append(f"{src} sharpness: HF ratio {fmt_metric(m.get('hf_ratio'), '{:.2f}')}, GMSD {fmt_metric(m.get('gmsd'))}, "
+                     f"Laplacian ratio {fmt_metric(m.get('lap_var_ratio'), '{:.2f}')}; rFID {fid}")
         if 'token_change' in m:
             lines.append(f"{src} over time: {m['frame_pairs']} consecutive pairs, {m['token_change']:.1%} of tokens change "
                          f"({fmt_metric(m['token_change_static'], '{:.1%}')} on the {m['static_cells']:.0%} of cells whose pixels "
@@ -440,7 +541,7 @@ def checkpoint_names(checkpoints: list) -> list[str]:
 
 def run_eval_many(checkpoints: list, data: list[str] | None = None, out_dir=None, max_frames: int | None = None,
                   device: str = 'auto', batch_size: int = 64, sample_frames: int = 8, lpips=True,
-                  names: list[str] | None = None, scale: int = 2) -> dict:
+                  names: list[str] | None = None, scale: int = 2, lpips_net: str | None = None, fid=True) -> dict:
     "Evaluate `checkpoints` on the same frames; write per-checkpoint reports, comparison.md/.json and compare grids."
     if not checkpoints: raise ValueError('run_eval_many: no checkpoints given')
     names = list(names) if names else checkpoint_names(checkpoints)
@@ -459,12 +560,14 @@ def run_eval_many(checkpoints: list, data: list[str] | None = None, out_dir=None
     sources = list(eval_sources(ref_cfg, data))  # the same frames for every model
     shown = {src: frames[sample_indices(min(len(frames), max_frames or len(frames)), sample_frames)]
              for src, frames in ((src, _frames_episodes(fs)[0]) for src, fs in sources)}
-    lp = lpips_metric(lpips, dev, ref_cfg.loss.lpips_net)  # built (or found missing) once for all models
+    net = lpips_net or eval_lpips_net(*(cfg.loss for _, cfg, _ in loaded))   # one grading network, none of them trained on
+    lp = lpips_metric(lpips, dev, net)       # built (or found missing) once for all models
+    fd = fid_metric(fid, dev)                # ... and so is the rFID network
     results, recons = {}, {src: {} for src in shown}
     for name, (model, cfg, state) in zip(names, loaded):
         r = {'checkpoint': state['path'], 'step': state['step'], 'epoch': state['epoch'], 'config': cfg.name,
              **evaluate_model(model, cfg, sources, out / name, f'{name} step {state["step"]}', max_frames, batch_size,
-                              sample_frames, lp)}
+                              sample_frames, lp, lpips_net=net, fid=fd)}
         r['json'] = str(_write_json(out / name / 'eval.json', r))
         results[name] = r
         for src, pick in shown.items(): recons[src][name] = reconstruct(model, frames_to_tensor(pick, dev))[0].float().cpu()

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['RANGE_SLACK', 'PSNR_CAP', 'SSIM_WINDOW', 'SSIM_SIGMA', 'SSIM_C1', 'SSIM_C2', 'FLAT_PATCH', 'FLAT_STD', 'PROBE_NAMES',
-           'GRID_PERIODS', 'as_unit_images', 'mse', 'psnr', 'gaussian_window', 'ssim', 'high_pass',
-           'flat_region_artifact_score', 'probe_frames', 'error_spectrum', 'grid_mask', 'spectral_peaks',
-           'artifact_probe', 'code_usage', 'MetricAverager', 'reconstruction_metrics']
+           'GRID_PERIODS', 'LUMA_WEIGHTS', 'DETAIL_FLOOR', 'SHARP_CUTOFF', 'GMSD_C', 'as_unit_images', 'mse', 'psnr',
+           'gaussian_window', 'ssim', 'high_pass', 'flat_region_artifact_score', 'probe_frames', 'error_spectrum',
+           'grid_mask', 'spectral_peaks', 'artifact_probe', 'code_usage', 'MetricAverager', 'luminance', 'hf_energy',
+           'hf_ratio', 'gradient_magnitude', 'gmsd', 'laplacian', 'lap_var_ratio', 'reconstruction_metrics']
 
 # %% ../nbs/06_metrics.ipynb #356df9b5
 RANGE_SLACK = 0.25  # floats outside [-RANGE_SLACK, 1 + RANGE_SLACK] are a range bug, not an overshoot
@@ -268,6 +269,120 @@ class MetricAverager:
     def __len__(self): return len(self.sums)
     def __repr__(self): return f'MetricAverager({self.compute()})'
 
+# %% ../nbs/06_metrics.ipynb #6a917673
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)   # ITU-R BT.601, as in GMSD's reference code (MATLAB's rgb2gray)
+DETAIL_FLOOR = (1 / 255) ** 2          # energy of 1 grey level RMS: detail below this counts as none (see hf_ratio)
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    "Luminance (B, 1, H, W) of (B, 3, H, W) RGB images (BT.601 weights); a one-channel batch is returned as it is."
+    if x.shape[1] == 1: return x
+    if x.shape[1] != 3: raise ValueError(f'luminance: expected 1 or 3 channels, got shape {tuple(x.shape)}')
+    r, g, b = LUMA_WEIGHTS
+    return x[:, 0:1] * r + x[:, 1:2] * g + x[:, 2:3] * b
+
+def _check_size(x: torch.Tensor, what: str, least: int = 3):
+    "Sharpness filters need a 3x3 neighbourhood: refuse smaller images, naming their size."
+    h, w = x.shape[-2:]
+    if h < least or w < least: raise ValueError(f'{what} needs images of at least {least}x{least} pixels, got {h}x{w}')
+
+# %% ../nbs/06_metrics.ipynb #e9a79756
+SHARP_CUTOFF = 1 / 8  # cycles per pixel: a quarter of Nyquist; periods under 8 px, finer than a stride-8 latent cell
+
+def _hann2d(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    "Separable 2D Hann window (h, w), zero at the edges, on `like`'s device and dtype."
+    hann = lambda n: torch.hann_window(n, periodic=False, dtype=like.dtype, device=like.device)
+    return hann(h)[:, None] * hann(w)[None, :]
+
+def _high_band(h: int, w: int, cutoff: float, like: torch.Tensor) -> torch.Tensor:
+    "Weights (h, w // 2 + 1) over `rfft2`'s half spectrum: 0 at radius <= `cutoff` cycles/pixel, else 1 or 2 (columns counted twice)."
+    fy = torch.fft.fftfreq(h, device=like.device, dtype=like.dtype)[:, None]
+    fx = torch.fft.rfftfreq(w, device=like.device, dtype=like.dtype)[None, :]
+    twice = torch.full((w // 2 + 1,), 2.0, dtype=like.dtype, device=like.device)
+    twice[0] = 1
+    if w % 2 == 0: twice[-1] = 1      # the Nyquist column has no mirror image either
+    return (fy ** 2 + fx ** 2 > cutoff ** 2) * twice
+
+def _hf_energy(y: torch.Tensor, cutoff: float = SHARP_CUTOFF) -> torch.Tensor:
+    "Per image of a (B, 1, H, W) luminance batch: mean power per pixel above `cutoff`, Hann-windowed, (B,)."
+    h, w = y.shape[-2:]
+    win = _hann2d(h, w, y)
+    spec = torch.fft.rfft2((y - y.mean((-2, -1), keepdim=True)) * win)
+    power = torch.view_as_real(spec).pow(2).sum(-1)        # |F|^2 without a complex abs (and its square root)
+    # Parseval: sum |F|^2 over the full spectrum = N * sum y^2, so / N^2 is a mean power per pixel; / mean(win^2) undoes the window
+    return (power * _high_band(h, w, cutoff, y)).flatten(1).sum(1) / (h * w) ** 2 / win.pow(2).mean()
+
+def _ratio(e_hat: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    "Per-image ratio of detail energies, each lifted by `DETAIL_FLOOR` (so flat over flat is 1, not 0/0)."
+    return (e_hat + DETAIL_FLOOR) / (e + DETAIL_FLOOR)
+
+@torch.no_grad()
+def hf_energy(x: torch.Tensor, cutoff: float = SHARP_CUTOFF) -> torch.Tensor:
+    "Per image (B,): the luminance's spectral power above `cutoff` cycles/pixel, mean per pixel, Hann-windowed."
+    x = as_unit_images(x, 'x')
+    _check_size(x, 'hf_energy')
+    return _hf_energy(luminance(x), cutoff).cpu()
+
+@torch.no_grad()
+def hf_ratio(x: torch.Tensor, x_hat: torch.Tensor, per_image: bool = False, cutoff: float = SHARP_CUTOFF):
+    "High-frequency energy of `x_hat` over that of `x` (luminance, above `cutoff`), per image, averaged: 1 as detailed, < 1 blurred."
+    x, x_hat = _pair(x, x_hat, ('x', 'x_hat'))
+    _check_size(x, 'hf_ratio')
+    return _reduce(_ratio(_hf_energy(luminance(x_hat), cutoff), _hf_energy(luminance(x), cutoff)), per_image)
+
+# %% ../nbs/06_metrics.ipynb #c9ad42ed
+GMSD_C = 170 / 255 ** 2   # ~0.0026: the paper's constant; its reference code's T = 170 for pixel values in [0, 255]
+
+def _variance(v: torch.Tensor) -> torch.Tensor:
+    "Population variance per image of a (B, ...) batch (several times faster on the CPU than `torch.var`)."
+    v = v.flatten(1)
+    return (v - v.mean(1, keepdim=True)).pow(2).mean(1)
+
+def _gradient_sq(y: torch.Tensor) -> torch.Tensor:
+    "Squared Prewitt gradient magnitude (B, 1, H-2, W-2) of a (B, 1, H, W) batch, valid pixels only."
+    dx = y[..., :, 2:] - y[..., :, :-2]                      # the Prewitt filters are separable:
+    dy = y[..., 2:, :] - y[..., :-2, :]                      # a central difference one way, a sum of 3 the other
+    gx = dx[..., :-2, :] + dx[..., 1:-1, :] + dx[..., 2:, :]
+    gy = dy[..., :, :-2] + dy[..., :, 1:-1] + dy[..., :, 2:]
+    return (gx * gx + gy * gy) / 9
+
+def gradient_magnitude(y: torch.Tensor) -> torch.Tensor:
+    "Prewitt gradient magnitude (B, 1, H-2, W-2) of a (B, 1, H, W) batch, valid pixels only."
+    return _gradient_sq(y).sqrt()
+
+def _gmsd(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    "Per image (B,): the deviation of the gradient magnitude similarity map of two luminance batches."
+    r2, d2 = _gradient_sq(y), _gradient_sq(y_hat)
+    gms = (2 * (r2 * d2).sqrt() + GMSD_C) / (r2 + d2 + GMSD_C)   # m_r m_d as one square root, not two
+    return _variance(gms).sqrt()
+
+@torch.no_grad()
+def gmsd(x: torch.Tensor, x_hat: torch.Tensor, per_image: bool = False):
+    "GMSD (Xue et al. 2014) on luminance, without the paper's 2x downsampling, valid pixels; per image, averaged. 0 is identical."
+    x, x_hat = _pair(x, x_hat, ('x', 'x_hat'))
+    _check_size(x, 'gmsd')
+    return _reduce(_gmsd(luminance(x), luminance(x_hat)), per_image)
+
+# %% ../nbs/06_metrics.ipynb #a1a432c5
+def laplacian(y: torch.Tensor) -> torch.Tensor:
+    "4-neighbour Laplacian (B, C, H-2, W-2) of a (B, C, H, W) batch, valid pixels only."
+    return y[..., 1:-1, :-2] + y[..., 1:-1, 2:] + y[..., :-2, 1:-1] + y[..., 2:, 1:-1] - 4 * y[..., 1:-1, 1:-1]
+
+def _lap_var(y: torch.Tensor) -> torch.Tensor: return _variance(laplacian(y))
+
+@torch.no_grad()
+def lap_var_ratio(x: torch.Tensor, x_hat: torch.Tensor, per_image: bool = False):
+    "Variance of the luminance Laplacian of `x_hat` over that of `x`, per image, averaged: 1 as sharp, < 1 blurred."
+    x, x_hat = _pair(x, x_hat, ('x', 'x_hat'))
+    _check_size(x, 'lap_var_ratio')
+    return _reduce(_ratio(_lap_var(luminance(x_hat)), _lap_var(luminance(x))), per_image)
+
+def _sharpness(x: torch.Tensor, x_hat: torch.Tensor) -> dict:
+    "The three sharpness numbers, per image, from one luminance of each batch (for `reconstruction_metrics`)."
+    _check_size(x, 'the sharpness metrics')
+    y, y_hat = luminance(x), luminance(x_hat)
+    return dict(hf_ratio=_ratio(_hf_energy(y_hat), _hf_energy(y)), gmsd=_gmsd(y, y_hat),
+                lap_var_ratio=_ratio(_lap_var(y_hat), _lap_var(y)))
+
 # %% ../nbs/06_metrics.ipynb #45bd2974
 def _spread(x: torch.Tensor) -> tuple[float, float]:
     "Mean per-image pixel std, and mean per-pixel std across the batch (0 for one image)."
@@ -276,12 +391,14 @@ def _spread(x: torch.Tensor) -> tuple[float, float]:
     return per_image, across
 
 @torch.no_grad()
-def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor, with_ssim: bool = True, with_artifact: bool = True) -> dict:
-    "MSE, PSNR, SSIM, flat-area artifact score and the spreads of inputs and reconstructions, as floats."
+def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor, with_ssim: bool = True, with_artifact: bool = True,
+                           with_sharpness: bool = True) -> dict:
+    "MSE, PSNR, SSIM, flat-area artifact score, sharpness (HF ratio, GMSD, Laplacian ratio) and the spreads of inputs and reconstructions, as floats."
     x, x_hat = _pair(x, x_hat, ('x', 'x_hat'))
     err = _mse(x, x_hat)
     out = dict(mse=err.mean().item(), psnr=_psnr(err).mean().item())
     if with_ssim: out['ssim'] = _ssim(x, x_hat).mean().item()
     if with_artifact: out.update(_flat_artifact(x, x_hat, FLAT_PATCH, FLAT_STD))
+    if with_sharpness: out.update({k: v.mean().item() for k, v in _sharpness(x, x_hat).items()})
     (out['input_std'], out['input_batch_std']), (out['recon_std'], out['recon_batch_std']) = _spread(x), _spread(x_hat)
     return out

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from .metrics import probe_frames
+import torch.nn.functional as F
+from .metrics import probe_frames, luminance, laplacian
 from .tracking import read_metrics
 
 # %% auto #0
-__all__ = ['to_uint8_images', 'tile_rows', 'sample_grid', 'add_title', 'save_grid', 'figure_to_array', 'show_image',
-           'compare_grid', 'probe_grid', 'metric_keys', 'save_figure', 'plot_metrics', 'sample_grids', 'browse_grids']
+__all__ = ['ZOOM_CROP', 'ZOOM_MARK', 'to_uint8_images', 'tile_rows', 'sample_grid', 'add_title', 'save_grid', 'figure_to_array',
+           'show_image', 'textured_crop', 'zoom_geometry', 'compare_grid', 'probe_grid', 'metric_keys', 'save_figure',
+           'plot_metrics', 'sample_grids', 'browse_grids']
 
 # %% ../nbs/09_viz.ipynb #47591b04
 def to_uint8_images(x, name: str = 'images') -> np.ndarray:
@@ -63,9 +65,11 @@ def tile_rows(rows: list[list[np.ndarray | None]], sep: int = 2, background=(255
     return canvas
 
 def sample_grid(x, x_hat=None, diff: bool = True, nrow: int | None = None, scale: int = 1,
-                diff_gain: float = 4.0, sep: int = 2) -> np.ndarray:
-    "uint8 (H, W, 3) grid: inputs over reconstructions (over amplified |difference| when `diff`), `nrow` per row."
+                diff_gain: float = 4.0, sep: int = 2, zoom: bool = False, zoom_size: int | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) grid: inputs over reconstructions (over amplified |difference| when `diff`; over magnified crops of
+    the most textured patch of input and reconstruction when `zoom`, see `textured_crop`), `nrow` per row."""
     xs = to_uint8_images(x, 'x')
+    if zoom and x_hat is None: raise ValueError('sample_grid: zoom=True needs the reconstructions x_hat to zoom into')
     rows_per_block = [xs]
     if x_hat is not None:
         ys = to_uint8_images(x_hat, 'x_hat')
@@ -75,6 +79,11 @@ def sample_grid(x, x_hat=None, diff: bool = True, nrow: int | None = None, scale
             d = np.abs(xs.astype(np.int16) - ys.astype(np.int16)) * diff_gain
             rows_per_block.append(np.clip(np.round(d), 0, 255).astype(np.uint8))
     rows_per_block = [_upscale(r, scale) for r in rows_per_block]
+    if zoom:   # a fourth row: the most textured patch of input and reconstruction, magnified (see "Zooming in on texture")
+        geo = zoom_geometry(*xs.shape[1:3], scale, zoom_size or ZOOM_CROP)
+        corners = textured_crop(xs, geo['size'])
+        rows_per_block[0] = np.stack([_mark(t, c, geo['size'], scale) for t, c in zip(rows_per_block[0], corners)])
+        rows_per_block.append(np.stack([_zoom_tile([a, b], c, geo) for a, b, c in zip(xs, ys, corners)]))
     n = len(xs)
     nrow = n if nrow is None else nrow
     if nrow < 1: raise ValueError(f'nrow must be positive, got {nrow}')
@@ -158,16 +167,77 @@ def show_image(img) -> Image.Image:
     plt.show()
     return pil
 
+# %% ../nbs/09_viz.ipynb #2f3426c7
+ZOOM_CROP = 24               # pixels of the frame shown magnified: three 8-pixel blocks (latent cells) across
+ZOOM_MARK = (255, 0, 255)    # magenta, for the box around the crop: no game frame is made of it
+_ZOOM_GAP, _ZOOM_LABEL = 4, 12   # pixels between the two crops; height of the label line under them
+
+def textured_crop(x, size: int = ZOOM_CROP) -> np.ndarray:
+    "(N, 2) int (top, left) per image of the `size` x `size` window (clipped to the frame) with the most Laplacian energy."
+    xs = to_uint8_images(x, 'x')
+    h, w = xs.shape[1:3]
+    size = min(size, h, w)
+    y = luminance(torch.from_numpy(xs.transpose(0, 3, 1, 2).copy()).float() / 255)   # a copy: the frames may be read-only
+    energy = F.pad(laplacian(y).pow(2), (1, 1, 1, 1))            # per pixel, 0 on the 1-pixel border
+    windows = F.avg_pool2d(energy, size, stride=1).flatten(1)    # mean energy of every window position
+    best = windows.argmax(1)                                     # the first maximum: reading order breaks ties
+    return np.stack([best // (w - size + 1), best % (w - size + 1)], 1).astype(int)
+
+def zoom_geometry(h: int, w: int, scale: int = 1, size: int = ZOOM_CROP, crops: int = 2, labels: bool = True) -> dict:
+    "Layout of a zoom tile holding `crops` magnified crops side by side, for (h, w) frames shown at `scale`."
+    th, tw = h * scale, w * scale
+    room_w = tw - _ZOOM_GAP * (crops - 1)                     # the width left for the crops themselves
+    size = max(1, min(size, h, w, room_w // crops))
+    fit = lambda room_h: min(room_h // size, room_w // (crops * size))
+    labels = labels and fit(th - _ZOOM_LABEL) >= 2            # a label only where the crops can still be magnified
+    z = max(1, fit(th - _ZOOM_LABEL) if labels else fit(th))
+    block_w, block_h = crops * size * z + _ZOOM_GAP * (crops - 1), size * z + (_ZOOM_LABEL if labels else 0)
+    top, left = max(0, (th - block_h) // 2), max(0, (tw - block_w) // 2)
+    return dict(size=size, zoom=z, top=top, lefts=tuple(left + k * (size * z + _ZOOM_GAP) for k in range(crops)),
+                labels=labels, tile=(th, tw))
+
+def _zoom_tile(images: list[np.ndarray], corner, geo: dict, names=('input', 'recon'), background=(255, 255, 255)) -> np.ndarray:
+    "One zoom tile: the crop at `corner` of each (H, W, 3) image, magnified side by side where `geo` says, labelled if it fits."
+    (t, l), s, z = corner, geo['size'], geo['zoom']
+    tile = np.empty((*geo['tile'], 3), np.uint8); tile[:] = np.asarray(background, np.uint8)
+    for img, left in zip(images, geo['lefts']):
+        tile[geo['top']:geo['top'] + s * z, left:left + s * z] = img[t:t + s, l:l + s].repeat(z, 0).repeat(z, 1)
+    if not geo['labels']: return tile
+    pil, font = Image.fromarray(tile), _font(10)
+    draw = ImageDraw.Draw(pil)
+    for left, name in zip(geo['lefts'], names):
+        label = f'{name} x{z}'
+        if draw.textlength(label, font=font) <= s * z: draw.text((left, geo['top'] + s * z + 1), label, fill=(0, 0, 0), font=font)
+    return np.asarray(pil).copy()
+
+def _mark(tile: np.ndarray, corner, size: int, scale: int) -> np.ndarray:
+    "A copy of an upscaled tile with a 1-pixel `ZOOM_MARK` box just outside the crop at `corner` (inside, at the tile's edges)."
+    out, (t, l) = tile.copy(), corner
+    th, tw = out.shape[:2]
+    top, left = max(0, t * scale - 1), max(0, l * scale - 1)
+    bottom, right = min(th - 1, (t + size) * scale), min(tw - 1, (l + size) * scale)
+    out[[top, bottom], left:right + 1] = ZOOM_MARK
+    out[top:bottom + 1, [left, right]] = ZOOM_MARK
+    return out
+
 # %% ../nbs/09_viz.ipynb #69ef3c62
-def compare_grid(images_by_name: Mapping[str, object], x, scale: int = 1, sep: int = 2, label_size: int = 12) -> np.ndarray:
-    "uint8 grid: a row per input, columns 'input' then each named reconstruction, labelled on top."
+def compare_grid(images_by_name: Mapping[str, object], x, scale: int = 1, sep: int = 2, label_size: int = 12,
+                 zoom: bool = False, zoom_size: int | None = None) -> np.ndarray:
+    "uint8 grid: a row per input (and one of magnified textured crops under it when `zoom`), columns 'input' then each named reconstruction, labelled on top."
     xs = _upscale(to_uint8_images(x, 'x'), scale)
     cols = {'input': xs}
     for name, imgs in images_by_name.items():
         ys = _upscale(to_uint8_images(imgs, name), scale)
         if ys.shape != xs.shape: raise ValueError(f'compare_grid: {name!r} has shape {ys.shape}, the inputs {xs.shape} (N, H, W, 3)')
         cols[str(name)] = ys
-    body = tile_rows([[c[i] for c in cols.values()] for i in range(len(xs))], sep)
+    rows = [[c[i] for c in cols.values()] for i in range(len(xs))]
+    if zoom:
+        small = {'input': to_uint8_images(x, 'x'), **{str(k): to_uint8_images(v, k) for k, v in images_by_name.items()}}
+        geo = zoom_geometry(*small['input'].shape[1:3], scale, zoom_size or ZOOM_CROP, crops=1, labels=False)
+        corners = textured_crop(small['input'], geo['size'])
+        rows = [r for i, c in enumerate(corners) for r in ([_mark(rows[i][0], c, geo['size'], scale), *rows[i][1:]],
+                                                          [_zoom_tile([imgs[i]], c, geo) for imgs in small.values()])]
+    body = tile_rows(rows, sep)
     font = _font(label_size)
     w = xs.shape[2]
     band = Image.new('RGB', (body.shape[1], label_size + 8), (255, 255, 255))
