@@ -19,7 +19,7 @@ def test_preset_builds_and_trains_one_step(name, tmp_path, make_frames):
     # backbone where the preset asks for LPIPS (no AlexNet weights offline), wandb off
     cfg = apply_overrides(cfg, ['optim.batch_size=2', 'run.wandb=disabled', 'run.val_frames=2', 'run.sample_frames=2',
                                 'run.budget_minutes=none', 'run.epochs=1', 'run.steps_per_epoch=1',
-                                'loss.lpips_start=0'])   # LPIPS from the first step, to check its wiring
+                                'loss.lpips_start=0', 'loss.adv_start=0'])   # LPIPS and the discriminator from the first step, to check their wiring
     h, w = cfg.data.height, cfg.data.width
     splits = (make_frames(4, h, w, seed=1), make_frames(2, h, w, seed=2))
     lpips_model = None
@@ -30,5 +30,7 @@ def test_preset_builds_and_trains_one_step(name, tmp_path, make_frames):
     out = t.train_step(t.loader.epoch_batches(0).__next__())
     assert out is not None and math.isfinite(float(out['loss']))
     if lpips_weight(cfg.loss, 0) > 0: assert float(out['lpips']) > 0
+    if cfg.loss.adv > 0:   # the GPU presets: the discriminator trained and the generator's term reached the loss
+        assert t.disc is not None and math.isfinite(float(out['d_loss'])) and math.isfinite(float(out['g_adv']))
     x_hat, aux = t.model(torch.zeros(1, 3, h, w))
     assert x_hat.shape == (1, 3, h, w) and aux['indices'].shape == (1, *LATENT[name][::-1])

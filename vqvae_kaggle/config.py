@@ -349,18 +349,23 @@ def _presets() -> dict:
     # GPU runs are planned in steps: the learning rate decays over max_steps, LPIPS joins after 1000 steps, and
     # evaluation, grids and checkpoints come every 2000 steps or 15/10 minutes, whatever the dataset size.
     aug = dict(aug_scale=0.25, aug_blur=0.5, aug_color=0.1)
+    # The adversarial term, from the sharpness benchmark (benchmarks/results/sharpness-cpu: started after ~45% of the
+    # steps, it cost 0.07-0.3 dB of PSNR and doubled the Laplacian variance ratio, edges in better places by GMSD):
+    # it joins once the reconstruction is good (LlamaGen also starts its discriminator at 20k steps), ramps over 2k
+    # steps, and a 2-layer PatchGAN judges 34-pixel patches, about half the height of a 128x72 frame.
+    adv = dict(adv=0.1, adv_start=20_000, adv_warmup=2_000, disc_layers=2, disc_channels=64)
     p['default'] = Config(
         name='default',
         data=DataConfig(minecraft_train_worlds=64, **aug),
         model=ModelConfig(channels=(64, 128, 256), res_blocks=2, embed_dim=256, upsample='nearest', norm='group', act='silu'),
         quantizer=QuantizerConfig(codebook_size=1024, lookup_dim=16),
-        loss=LossConfig(lpips=0.1, lpips_start=1000),
+        loss=LossConfig(lpips=0.1, lpips_start=1000, **adv),
         optim=OptimConfig(lr=4e-4, batch_size=128, grad_clip=1.0, warmup_steps=500),
         run=RunConfig(budget_minutes=None, max_steps=50_000, out_dir='runs/default'))
-    # Per card, sized from the training memory counted per frame (benchmarks/bench_memory.py: 59 MiB per frame for this
-    # model with LPIPS, 115 MiB for the wider one), keeping the count under ~40% of the card for the CUDA context,
-    # cuDNN workspaces and fragmentation: Kaggle's T4 (15 GiB, fp16) takes 96 per card, 192 over its two cards (the
-    # log's v2.0.2-v2.0.5 global batch); an H100 (80 GiB, bf16) a twice wider model at 256 (29 GiB counted).
+    # Per card, sized from the training memory counted per frame (benchmarks/bench_memory.py: 61 MiB per frame for this
+    # model with LPIPS and the discriminator, 117 MiB for the wider one), keeping the count under ~40% of the card for
+    # the CUDA context, cuDNN workspaces and fragmentation: Kaggle's T4 (15 GiB, fp16) takes 96 per card, 192 over its
+    # two cards (the log's v2.0.2-v2.0.5 global batch); an H100 (80 GiB, bf16) a twice wider model at 256 (30 GiB counted).
     p['t4x2'] = replace(p['default'], name='t4x2', optim=replace(p['default'].optim, batch_size=96),
                         run=replace(p['default'].run, out_dir='runs/t4x2'))
     p['h100'] = replace(p['default'], name='h100',
