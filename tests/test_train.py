@@ -275,6 +275,17 @@ def test_a_non_finite_discriminator_step_is_skipped_alone_under_fp16(tmp_path, s
     assert not same_state(m_before, full_state(t)[0])          # the model took its step
     assert t.scaler.get_scale() == scale / 2
 
+def test_adversarial_training_under_bf16_autocast(tmp_path, splits):
+    "bf16 autocast (the precision of A100/H100 cards; no scaler): both networks train, every logged term finite, the adaptive weight > 0."
+    t = trainer(tmp_path, splits, 'run.max_steps=6', 'optim.amp=bf16', *ADV)
+    assert t.precision.dtype == torch.bfloat16 and not t.precision.scaler
+    d0 = disc_state(t)[0]
+    t.fit()
+    r = [r for r in read_metrics(t.out / 'metrics.jsonl') if r.get('split') == 'train'][-1]
+    assert all(math.isfinite(r[k]) for k in ('loss', 'd_loss', 'g_adv', 'adv_weight', 'logits_real', 'logits_fake'))
+    assert r['adv_weight'] > 0 and float(t.adaptive_ratio) > 0 and t.health.skipped_steps == 0
+    assert not same_state(d0, t.disc.state_dict())
+
 def test_a_discriminator_that_wins_outright_raises_an_alert(tmp_path, splits):
     "A fast discriminator against a generator that ignores it (tiny fixed weight): its loss falls to ~0 and the run says so."
     t = trainer(tmp_path, splits, 'run.max_steps=40', 'loss.adv=1e-6', 'loss.adv_adaptive=false', 'loss.disc_lr=0.01',
