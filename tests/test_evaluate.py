@@ -402,3 +402,13 @@ def test_compared_runs_share_one_grading_network(runs, monkeypatch):
     s = ev.run_eval_many([folders['nearest'], folders['transpose']], device='cpu', sample_frames=2, fid=False)
     assert asked == ['squeeze'] and [row['lpips_net'] for row in s['table']] == ['squeeze', 'squeeze']
     assert [row['lpips_trained_net'] for row in s['table']] == ['alex', 'vgg']
+
+
+def test_eval_on_another_game_uses_its_held_out_worlds_at_the_runs_frame_size(tmp_path):
+    "'crafter' for a run trained on other frames: Crafter's held-out worlds (never its training worlds), named crafter-val."
+    cfg = apply_overrides(tiny_cfg(tmp_path), ['data.crafter_train_seeds=1', 'data.crafter_val_seeds=2',
+                                               'data.frames_per_episode=4', 'data.workers=1'])
+    (name, frames), = ev.eval_sources(cfg, ['crafter'])
+    assert name == 'crafter-val' and frames.names == ['crafter-seed-10000', 'crafter-seed-10001']
+    assert frames.frames.shape[1:] == (H, W, 3) and len(frames) > 0
+    assert cfg.data.source.endswith('frames.npy')          # the run's own config is untouched

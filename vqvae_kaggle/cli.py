@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    'train against: vgg for a run trained on alex, else alex)')
     e.add_argument('--no-fid', action='store_true', help='skip rFID (otherwise reported when pytorch-fid and its Inception weights are there)')
     e.add_argument('--data', action='append', help="'val' (the run's held-out split, default), 'val-alt' (its worlds rendered at another scale and filter: "
-                                                       "Minecraft and Crafter), or any frame source; repeatable")
+                                                       "Minecraft and Crafter), 'minecraft' or 'crafter' (the held-out worlds of that game: another game than "
+                                                       "the run's measures generalisation), or any frame source; repeatable")
     e.add_argument('--out', help='output folder (default: <run>/eval)')
     e.add_argument('--max-frames', type=int)
     e.add_argument('--device', default='auto')

@@ -5,6 +5,7 @@
 # %% ../nbs/07b_evaluate.ipynb #0b91370a
 from __future__ import annotations
 import contextlib, hashlib, json, math, os
+from dataclasses import replace
 from urllib.parse import urlparse
 from pathlib import Path
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 import vqvae_kaggle
 from .config import Config, config_from_dict, config_to_dict
 from .frames import FrameError, FrameSet
-from .data import load_splits, source_frames, alt_val_frames, _file_sha256 as _sha256_file
+from .data import load_splits, source_frames, alt_val_frames, RENDERED_SOURCES, _file_sha256 as _sha256_file
 from .model import build_tokenizer, to_model_input, to_unit, _autocast
 from .metrics import reconstruction_metrics, code_usage, MetricAverager, artifact_probe
 from .checkpoint import CheckpointError, load_checkpoint, list_checkpoints
@@ -366,10 +367,15 @@ def load_tokenizer(checkpoint, device='cpu') -> tuple[torch.nn.Module, Config, d
     return model.to(device).eval(), cfg, state
 
 def eval_sources(cfg: Config, specs: list[str] | None, progress: bool = False):
-    "(name, FrameSet) per source: 'val' is the run's held-out split, 'val-alt' the same worlds rendered another way; anything else is a frame source."
+    """(name, FrameSet) per source: 'val' is the run's held-out split, 'val-alt' the same worlds rendered another way,
+    'minecraft' / 'crafter' the held-out worlds of that game (`<game>-val`: another game than the run's is frames it has
+    never seen the like of); anything else is a frame source."""
     for spec in specs or ['val']:
         if spec == 'val': yield 'val', load_splits(cfg, progress=progress)[1]
         elif spec == 'val-alt': yield 'val-alt', alt_val_frames(cfg, progress=progress)
+        elif spec in RENDERED_SOURCES:   # no fallback: frames of another game must not stand in under this name
+            game = replace(cfg, data=replace(cfg.data, source=spec, fallback_source=None, val_source=None))
+            yield f'{spec}-val', load_splits(game, progress=progress)[1]
         else: yield Path(spec).stem or spec, source_frames(spec, cfg.data, progress=progress)[0]
 
 # %% ../nbs/07b_evaluate.ipynb #1395b423
