@@ -113,13 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 def presets_table() -> str:
-    "One line per preset: frame size, latent grid, downsampling stages, codebook, LPIPS, batch, upsampling, augmentations."
-    rows = [f"{'preset':<13} {'frame':<7} {'latent':<6} {'stages':<6} {'codes x dim':<11} {'lpips':<5} {'batch':<5} {'upsample':<9} augment"]
+    "One line per preset: frame size, latent grid, downsampling stages, codebook, LPIPS, adversarial weight and start, batch, upsampling, augmentations."
+    rows = [f"{'preset':<13} {'frame':<7} {'latent':<6} {'stages':<6} {'codes x dim':<11} {'lpips':<5} {'adversarial':<16} "
+            f"{'batch':<5} {'upsample':<9} augment"]
     for n, c in PRESETS.items():
         frame, latent = f'{c.data.width}x{c.data.height}', f'{c.latent_grid[0]}x{c.latent_grid[1]}'
         codes = f'{c.quantizer.codebook_size}x{c.model.embed_dim}'
+        adv = f'{c.loss.adv:g} from {c.loss.adv_start:,}' if c.loss.adv > 0 else '-'
         aug = 'on' if augmenting(c.data) else '-'
-        rows.append(f'{n:<13} {frame:<7} {latent:<6} {len(c.model.channels) - 1:<6} {codes:<11} {c.loss.lpips:<5g} '
+        rows.append(f'{n:<13} {frame:<7} {latent:<6} {len(c.model.channels) - 1:<6} {codes:<11} {c.loss.lpips:<5g} {adv:<16} '
                     f'{c.optim.batch_size:<5} {c.model.upsample:<9} {aug}')
     return '\n'.join(rows)
 
