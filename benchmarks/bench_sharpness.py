@@ -7,8 +7,8 @@ trained for the same wall-clock budget on the same machine in one run.
   rotation       the `cpu` preset with the rotation trick instead of the straight-through estimator
   adv+rotation   both
 
-Every arm is evaluated on the held-out worlds as rendered for training (`val`) and rendered at 3x with a Lanczos
-filter (`val-alt`): PSNR, SSIM, the weight-free sharpness measures (high-frequency energy ratio, GMSD, Laplacian
+Every arm is evaluated on the held-out worlds as rendered for training (`val`), rendered at 3x with a Lanczos
+filter (`val-alt`), and on the held-out worlds of a game none of them trained on (`--other-game`, default crafter): PSNR, SSIM, the weight-free sharpness measures (high-frequency energy ratio, GMSD, Laplacian
 variance ratio), LPIPS with a network none of them trained on (or why not), codebook usage, the flat-region artifact
 score and the uniform/gradient probe. Writes results.md, results.json, a grid of every arm's reconstructions of the
 same held-out frames with zoomed textured crops, and the probe grid, under --out.
@@ -32,7 +32,7 @@ from bench_quality import RUN_SETTINGS, train_one  # noqa: E402
 from vqvae_kaggle.config import get_preset, apply_overrides, config_to_dict  # noqa: E402
 from vqvae_kaggle.data import load_splits, alt_val_frames  # noqa: E402
 from vqvae_kaggle.evaluate import (evaluate_model, lpips_metric, reconstruct, reconstruct_unit, frames_to_tensor,  # noqa: E402
-                                   sample_indices, resolve_device, fmt_metric, markdown_table, _write_json)
+                                   sample_indices, resolve_device, fmt_metric, markdown_table, _write_json, eval_sources)
 from vqvae_kaggle.losses import build_lpips, LPIPSUnavailable  # noqa: E402
 from vqvae_kaggle.metrics import probe_frames  # noqa: E402
 from vqvae_kaggle.viz import compare_grid, save_grid  # noqa: E402
@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     p.add_argument('--only', default=None, help='comma-separated arms to run (default: all that can run)')
     p.add_argument('--adv', default='loss.adv=0.1,loss.adv_start=2000,loss.adv_warmup=500,loss.disc_layers=2,'
                    'loss.disc_channels=32,loss.disc_lr=1e-3', help='the adversarial settings (comma-separated overrides)')
+    p.add_argument('--other-game', default='crafter', help="a rendered game the arms never train on, evaluated too ('' for none)")
     p.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', help='override the cpu preset for every arm')
     args = p.parse_args(argv)
 
@@ -74,6 +75,9 @@ def main(argv=None) -> int:
     val = splits[1].frames[:args.eval_frames]
     alt = alt_val_frames(base, progress=True).frames[:len(val)]
     sources = [('val', val), ('val-alt', alt)]
+    if args.other_game and args.other_game != base.data.source:
+        name, other = next(eval_sources(base, [args.other_game], progress=True))
+        sources.append((name, other.frames[:len(val)]))
     lp = lpips_metric(True, device, 'alex')   # graded by a network no arm trained with (adv+lpips trains with vgg)
     print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, device {device}; budget {args.budget_minutes:g} min per arm; LPIPS: {lp[1]}', flush=True)
