@@ -8,8 +8,8 @@ trained for the same wall-clock budget on the same machine in one run.
   adv+rotation   both
 
 Every arm is evaluated on the held-out worlds as rendered for training (`val`), rendered at 3x with a Lanczos
-filter (`val-alt`), and on the held-out worlds of a game none of them trained on (`--other-game`, default crafter): PSNR, SSIM, the weight-free sharpness measures (high-frequency energy ratio, GMSD, Laplacian
-variance ratio), LPIPS with a network none of them trained on (or why not), codebook usage, the flat-region artifact
+filter (`val-alt`), and on the held-out worlds of a game none of them trained on (`--other-game`, default crafter):
+PSNR, SSIM, the weight-free sharpness measures (high-frequency energy ratio, GMSD, Laplacian variance ratio), LPIPS with a network none of them trained on (or why not), codebook usage, the flat-region artifact
 score and the uniform/gradient probe. Writes results.md, results.json, a grid of every arm's reconstructions of the
 same held-out frames with zoomed textured crops, and the probe grid, under --out.
 

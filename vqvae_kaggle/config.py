@@ -350,7 +350,7 @@ def _presets() -> dict:
     # evaluation, grids and checkpoints come every 2000 steps or 15/10 minutes, whatever the dataset size.
     aug = dict(aug_scale=0.25, aug_blur=0.5, aug_color=0.1)
     # The adversarial term, from the sharpness benchmark (benchmarks/results/sharpness-cpu: started after ~45% of the
-    # steps, it cost 0.07-0.3 dB of PSNR and doubled the Laplacian variance ratio, edges in better places by GMSD):
+    # steps, it cost 0.07-0.3 dB of PSNR and doubled the Laplacian variance ratio, GMSD unchanged within noise):
     # it joins once the reconstruction is good (LlamaGen also starts its discriminator at 20k steps), ramps over 2k
     # steps, and a 2-layer PatchGAN judges 34-pixel patches, about half the height of a 128x72 frame.
     adv = dict(adv=0.1, adv_start=20_000, adv_warmup=2_000, disc_layers=2, disc_channels=64)
