@@ -27,23 +27,28 @@ class FakeKaggle:
     served in turn (the last one repeats); `reject(meta)` may return an error string for a push, `refuse_self` lists the
     kernel itself as an invalid kernel source (with `refuse_creates` a version or not); `raises[method]` lists exceptions
     the next calls raise; `quota` is a list of (used, total) hours served in turn by quota_view; `versions=False` is a
-    client whose status requests cannot name a version."""
+    client whose status requests cannot name a version. Each version's summary.json names the SESSION_TOKEN injected into
+    its notebook (`tokens=False`: a front end that writes none) and holds `data(v)` as its "data" entry when given.
+    `ignores_versions=True` is a server that answers 'owner/slug/N' about the newest version it knows, and after each push
+    it knows the new version only after `stale_polls` status requests (till then: the previous version's last status and
+    output), what kaggle < 2.2.5 gets (it parses the version and drops it)."""
 
     def __init__(self, statuses=None, default=('QUEUED', 'RUNNING', 'COMPLETE'), reject=None, raises=None, quota=None,
                  failure='Notebook failed: exit code 1', summary=True, refuse_self=False, refuse_creates=True, versions=True,
-                 api_class=None):
+                 api_class=None, tokens=True, data=None, ignores_versions=False, stale_polls=0):
         from unittest import mock
         from kaggle.api.kaggle_api_extended import KaggleApi
         self.statuses, self.default, self.reject = statuses or {}, default, reject or (lambda meta: None)
         self.raises, self.quota, self.failure, self.summary = raises or {}, quota, failure, summary
         self.refuse_self, self.refuse_creates, self.reads_versions = refuse_self, refuse_creates, versions
         self.pushes, self.calls, self._left, self.refused = [], [], {}, 0
+        self.tokens, self.data, self.ignores_versions, self.stale_polls, self._stale = tokens, data, ignores_versions, stale_polls, {}
         self.api = mock.create_autospec(api_class or KaggleApi, instance=True, spec_set=True)
         for name in ('kernels_push', 'kernels_status', 'kernels_output', 'quota_view', 'parse_kernel_string'):
             getattr(self.api, name).side_effect = getattr(self, '_' + name)
 
     def __getattr__(self, name):          # only reached for names this class lacks: the client's interface
-        if name.startswith('_') or name == 'api': raise AttributeError(name)
+        if (name.startswith('_') and name != '_spec_class') or name == 'api': raise AttributeError(name)
         return getattr(self.api, name)
 
     def _parse_kernel_string(self, kernel):
@@ -64,21 +69,26 @@ class FakeKaggle:
             self.refused += 1
             if not self.refuse_creates:
                 return types.SimpleNamespace(error=None, url='', version_number=None, ref='', invalid_kernel_sources=[meta['id']])
-        self.pushes.append(dict(meta=meta, nb=nb, acc=acc, timeout=timeout, no_run=no_run))
+        self.pushes.append(dict(meta=meta, nb=nb, acc=acc, timeout=timeout, no_run=no_run, token=injected(nb).get('SESSION_TOKEN')))
         v = len(self.pushes)
-        self._left[v] = list(self.statuses.get(v, self.default))
+        self._left[v], self._stale[v] = list(self.statuses.get(v, self.default)), self.stale_polls if v > 1 else 0
         return types.SimpleNamespace(error=None, url=f'https://www.kaggle.com/code/{meta["id"]}?scriptVersionId={1000 + v}',
                                      version_number=v, ref=f'/code/{meta["id"]}',
                                      invalid_kernel_sources=[meta['id']] if self.refuse_self and meta['id'] in meta['kernel_sources'] else [],
                                      invalid_dataset_sources=['ghost/dataset'] if 'ghost/dataset' in meta['dataset_sources'] else [])
 
     def _version(self, kernel):
-        parts = kernel.split('/')
-        return int(parts[2]) if len(parts) == 3 else len(self.pushes)
+        parts, newest = kernel.split('/'), len(self.pushes)
+        if len(parts) == 3 and not self.ignores_versions: return int(parts[2])
+        return newest - 1 if self._stale.get(newest) else newest     # the new version is not known yet
 
     def _kernels_status(self, kernel):
         self._call('kernels_status', kernel)
-        todo = self._left[self._version(kernel)]
+        v = self._version(kernel)
+        if v < len(self.pushes) and self._stale.get(v + 1):           # the previous version's last status
+            self._stale[v + 1] -= 1
+            return types.SimpleNamespace(status=types.SimpleNamespace(name=self._left[v][-1]), failure_message=None)
+        todo = self._left[v]
         s = todo.pop(0) if len(todo) > 1 else todo[0]
         enum = types.SimpleNamespace(name=s)          # kaggle 2.2.5 returns a KernelWorkerStatus enum
         return types.SimpleNamespace(status=enum, failure_message=self.failure if s == 'ERROR' else None)
@@ -88,7 +98,11 @@ class FakeKaggle:
         v, files = self._version(kernel), []
         if self.summary:
             s = Path(path) / 'cpu' / 'summary.json'; s.parent.mkdir(parents=True, exist_ok=True)
-            s.write_text(json.dumps(dict(stopped='deadline', step=1000 * v, epochs_done=3 * v, val=dict(psnr=25.0 + v))))
+            summary = dict(stopped='deadline', step=1000 * v, epochs_done=3 * v, val=dict(psnr=25.0 + v))
+            token = self.pushes[v - 1].get('token') if 0 < v <= len(self.pushes) else None
+            if self.tokens and token: summary['session_token'] = token
+            if self.data: summary['data'] = self.data(v)
+            s.write_text(json.dumps(summary))
             files.append(str(s))
         log = Path(path) / f"{kernel.split('/')[1]}.log"
         lines = [{'stream_name': 'stdout', 'time': float(i), 'data': f'step {i}\n'} for i in range(50)]
@@ -334,7 +348,7 @@ def test_push_with_another_id_and_invalid_sources_reported(tmp_path, monkeypatch
     (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
     r = kc.push_kernel(tmp_path, fake, kernel_id='me/my-tokenizer', package=False, stage_dir=tmp_path / 's', log=lines.append)
     assert r.kernel == 'me/my-tokenizer' and fake.pushes[0]['meta']['title'] == 'my-tokenizer'
-    assert r.invalid_sources == {'dataset': ['ghost/dataset']} and "did not accept these dataset sources: ['ghost/dataset']" in lines[0]
+    assert r.invalid_sources == {'dataset': ['ghost/dataset']} and any("did not accept these dataset sources: ['ghost/dataset']" in l for l in lines)
 
 
 def test_push_errors(tmp_path):

@@ -5,22 +5,23 @@
 # %% ../nbs/10a_kaggle_client.ipynb #6dd1bb75
 from __future__ import annotations
 import argparse, ast, base64, configparser, contextlib, copy, hashlib, importlib, importlib.metadata, inspect, io, json, os, re
-import shutil, sys, tempfile, time, unicodedata, zipfile
+import shutil, sys, tempfile, time, types, unicodedata, uuid, zipfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['GPU_SHAPES', 'TPU_SHAPES', 'RETIRED_SHAPES', 'REQUIRED_KEYS', 'OPTIONAL_KEYS', 'SOURCE_FORMS', 'SLUG_RE', 'USER_RE',
-           'PARAMETERS_TAG', 'INJECTED_TAG', 'CREDENTIALS_HELP', 'CLIENT_FLOORS', 'FEATURE_VERSIONS',
-           'TERMINAL_STATUSES', 'package_files', 'package_digest', 'package_version', 'build_wheel', 'MetadataError',
-           'slugify', 'read_metadata', 'metadata_problems', 'normalized_metadata', 'validate_metadata',
-           'KernelMetadata', 'parameters_cell', 'parameter_names', 'inject_parameters', 'wheel_parameter',
-           'local_package_dir', 'stage_kernel', 'KaggleError', 'KaggleCredentialsError', 'KaggleNetworkError',
-           'KaggleQuotaError', 'KaggleNotFound', 'KernelFailed', 'find_credentials', 'classify_error', 'api_call',
-           'kaggle_client', 'installed_version', 'client_versions', 'accepts', 'needs', 'reads_versions', 'PushResult',
-           'push_kernel', 'KernelStatus', 'kernel_status', 'download_output', 'log_tail', 'gpu_quota_left',
-           'check_gpu_quota', 'wait_for_kernel', 'session_report', 'chain', 'add_kernel_parser', 'notebook_params',
-           'run_kernel_command']
+__all__ = ['GPU_SHAPES', 'TPU_SHAPES', 'RETIRED_SHAPES', 'ADMIN_ONLY_SHAPES', 'REQUIRED_KEYS', 'OPTIONAL_KEYS', 'SOURCE_FORMS',
+           'SLUG_RE', 'USER_RE', 'PARAMETERS_TAG', 'INJECTED_TAG', 'CREDENTIALS_HELP', 'CLIENT_FLOORS',
+           'FEATURE_VERSIONS', 'SESSION_PARAMETERS', 'TERMINAL_STATUSES', 'SUMMARY_PATTERN', 'package_files',
+           'package_digest', 'package_version', 'build_wheel', 'MetadataError', 'slugify', 'read_metadata',
+           'metadata_problems', 'shape_warnings', 'normalized_metadata', 'validate_metadata', 'KernelMetadata',
+           'parameters_cell', 'parameter_names', 'inject_parameters', 'wheel_parameter', 'local_package_dir',
+           'stage_kernel', 'KaggleError', 'KaggleCredentialsError', 'KaggleNetworkError', 'KaggleQuotaError',
+           'KaggleNotFound', 'KernelFailed', 'find_credentials', 'classify_error', 'api_call', 'kaggle_client',
+           'installed_version', 'client_versions', 'accepts', 'needs', 'status_request_version', 'reads_versions',
+           'PushResult', 'notebook_parameters', 'push_kernel', 'KernelStatus', 'kernel_status', 'download_output',
+           'log_tail', 'gpu_quota_left', 'check_gpu_quota', 'wait_for_kernel', 'session_report', 'token_mismatch',
+           'data_lines', 'chain', 'add_kernel_parser', 'notebook_params', 'run_kernel_command']
 
 # %% ../nbs/10a_kaggle_client.ipynb #585ca79f
 def package_files(pkg_dir) -> list[Path]:
@@ -81,6 +82,7 @@ GPU_SHAPES = ('NvidiaTeslaT4', 'NvidiaTeslaT4Highmem', 'NvidiaTeslaA100', 'Nvidi
 TPU_SHAPES = ('TpuV5E8', 'TpuV6E8', 'TpuV38', 'Tpu1VmV38')
 RETIRED_SHAPES = {'NvidiaTeslaP100': 'sessions run on NvidiaTeslaT4', 'TpuV38': 'sessions run on TpuV5E8',
                   'Tpu1VmV38': 'sessions run on TpuV5E8'}
+ADMIN_ONLY_SHAPES = {'NvidiaTeslaT4Highmem': "Kaggle's administrators only: a user's push is refused; use NvidiaTeslaT4 (T4 x2)"}
 REQUIRED_KEYS = ('id', 'title', 'code_file', 'language', 'kernel_type', 'is_private', 'enable_gpu', 'enable_internet',
                  'dataset_sources', 'kernel_sources', 'competition_sources', 'model_sources')
 OPTIONAL_KEYS = ('id_no', 'enable_tpu', 'machine_shape', 'keywords', 'docker_image', 'docker_image_pinning_type')
@@ -153,9 +155,15 @@ def metadata_problems(meta: dict, base_dir=None) -> tuple[list[str], list[str]]:
         if shape not in GPU_SHAPES + TPU_SHAPES: err.append(f'machine_shape {shape!r} is not a known accelerator; known: {list(GPU_SHAPES + TPU_SHAPES)}')
         elif shape in GPU_SHAPES and gpu is not True: err.append(f'machine_shape {shape!r} is a GPU but enable_gpu is {gpu!r}')
         elif shape in TPU_SHAPES and tpu is not True: err.append(f'machine_shape {shape!r} is a TPU but enable_tpu is {tpu!r}')
-        if shape in RETIRED_SHAPES: warn.append(f'machine_shape {shape!r} is retired: {RETIRED_SHAPES[shape]}')
+        warn += shape_warnings(shape, 'machine_shape')
     elif gpu is True: warn.append('enable_gpu is true but machine_shape is not set: Kaggle picks its default GPU; name one, e.g. "NvidiaTeslaT4" (T4 x2)')
     return err, warn
+
+def shape_warnings(shape: str | None, what: str = 'accelerator') -> list[str]:
+    "Warnings for an accelerator that is known but will not run as named: retired (Kaggle substitutes another) or admin-only."
+    if shape in RETIRED_SHAPES: return [f'{what} {shape!r} is retired: {RETIRED_SHAPES[shape]}']
+    if shape in ADMIN_ONLY_SHAPES: return [f'{what} {shape!r} is admin-only, for {ADMIN_ONLY_SHAPES[shape]}']
+    return []
 
 def _bool(v):
     "A metadata switch as the kaggle client reads it: a JSON boolean or the string 'true'/'false'; None if neither."
@@ -350,7 +358,7 @@ def kaggle_client(environ=None):
 
 # %% ../nbs/10a_kaggle_client.ipynb #0b673357
 CLIENT_FLOORS = {'kaggle': '1.8.4', 'kagglehub': '0.3.7'}   # settings.ini: kaggle_requirements and requirements
-FEATURE_VERSIONS = {'acc': '1.8.4', 'file_pattern': '1.8.4', 'no_run': '2.2.5', 'quota_view': '2.2.1'}
+FEATURE_VERSIONS = {'acc': '1.8.4', 'file_pattern': '1.8.4', 'no_run': '2.2.5', 'quota_view': '2.2.1', 'version_label': '2.2.5'}
 
 def installed_version(dist: str) -> str | None:
     try: return importlib.metadata.version(dist)
@@ -376,10 +384,43 @@ def needs(fn, name: str, what: str) -> None:
         raise KaggleError(f'{what} needs kaggle >= {v}: the installed client ({installed_version("kaggle") or "unknown version"}) has no '
                           f'{getattr(fn, "__name__", "method")}({name}=...). Upgrade it: pip install -U "kaggle>={v}"')
 
+def _client_class(client) -> type:
+    "The class behind `client`: its own, or the class a `mock.create_autospec` stands in for."
+    spec = getattr(client, '_spec_class', None)
+    return spec if isinstance(spec, type) else type(client)
+
+class _Probed(Exception): "Stops a probed client method at the request it was about to send."
+
+def status_request_version(cls) -> bool | None:
+    """Run the kaggle client class `cls`'s own `kernels_status('owner/kernel-slug/3')` against a recording stand-in for its
+    connection (nothing is sent): True when the request it builds carries version 3 in a field its request class declares,
+    False when it does not, None when the method could not be run that way (another client layout)."""
+    if not any(c.__module__.split('.')[0] == 'kaggle' for c in getattr(cls, '__mro__', ())): return None
+    sent = []
+    def record(request): sent.append(request); raise _Probed
+    api = types.SimpleNamespace(get_kernel_session_status=record)
+    connection = types.SimpleNamespace(kernels=types.SimpleNamespace(kernels_api_client=api))
+    try:
+        probe = object.__new__(cls)                                # no __init__: no configuration, no credentials
+        probe.build_kaggle_client = lambda *a, **k: contextlib.nullcontext(connection)
+        cls.kernels_status(probe, 'owner/kernel-slug/3')
+    except _Probed: pass
+    except Exception: return None
+    if not sent: return None
+    request = sent[0]
+    declared = isinstance(getattr(type(request), 'version_label', None), property)   # serialised, not a stray attribute
+    return declared and re.fullmatch(r'v?3', str(getattr(request, 'version_label', '') or '')) is not None
+
 def reads_versions(client) -> bool:
-    "Whether the client's status/output requests take 'owner/slug/N' (a version) rather than ignoring the version."
-    try: return len(client.parse_kernel_string('owner/kernel-slug/3')) == 3
+    """Whether `kernels_status('owner/slug/N')` asks Kaggle for version N. Clients before 2.2.5 parse the version and drop it:
+    decided from the request the installed client builds (`status_request_version`), else from its version number."""
+    try: parts = client.parse_kernel_string('owner/kernel-slug/3')
     except Exception: return False
+    if len(parts) < 3 or parts[2] is None: return False
+    sent = status_request_version(_client_class(client))
+    if sent is not None: return sent
+    v = installed_version('kaggle')
+    return v is not None and _vtuple(v) >= _vtuple(FEATURE_VERSIONS['version_label'])
 
 # %% ../nbs/10a_kaggle_client.ipynb #f2df1900
 def _field(obj, *names):
@@ -395,16 +436,35 @@ class PushResult:
     url: str | None
     staged: Path
     invalid_sources: dict  # {kind: [sources Kaggle did not accept]}
+    token: str | None = None   # SESSION_TOKEN of this push: its session writes it into summary.json
+
+SESSION_PARAMETERS = {'SESSION_TOKEN': 'sessions cannot be told apart by their summary.json',
+                      'TIMEOUT_SECONDS': "the session does not know Kaggle's time limit and may be stopped before its last checkpoint",
+                      'QUOTA_HOURS_LEFT': 'the session does not know the GPU quota left'}
+
+def notebook_parameters(folder) -> list[str]:
+    "The parameter names of the front-end notebook of the kernel in `folder`."
+    meta, base = read_metadata(folder)
+    return parameter_names(json.loads((base / meta['code_file']).read_text()))
 
 def push_kernel(folder='.', client=None, params: dict | None = None, kernel_id: str | None = None, extra_kernel_sources=(),
                 accelerator: str | None = None, timeout_seconds: int | None = None, no_run: bool = False, stage_dir=None,
                 package: bool = True, log=print) -> PushResult:
-    "Validate, stage and push the kernel in `folder` (its kernel-metadata.json); report the version and its URL."
+    """Validate, stage and push the kernel in `folder` (its kernel-metadata.json); report the version and its URL. The notebook
+    also gets a fresh `SESSION_TOKEN` and `TIMEOUT_SECONDS=timeout_seconds` (where its parameters cell has them)."""
+    if accelerator and accelerator not in GPU_SHAPES + TPU_SHAPES:
+        raise MetadataError(f'accelerator {accelerator!r} is not known; known: {list(GPU_SHAPES + TPU_SHAPES)}')
+    for w in shape_warnings(accelerator): log(f'warning: {w}')
+    params = dict(params or {}, SESSION_TOKEN=uuid.uuid4().hex)
+    if timeout_seconds: params['TIMEOUT_SECONDS'] = int(timeout_seconds)
+    try: names = set(notebook_parameters(folder))
+    except (OSError, ValueError): names = set(params)           # staging says what is wrong with the folder
+    for k in [k for k in SESSION_PARAMETERS if k in params and k not in names]:   # an older front end
+        log(f'warning: the notebook has no {k} parameter: {SESSION_PARAMETERS[k]}')
+        del params[k]
     stage = Path(stage_dir) if stage_dir else Path(tempfile.mkdtemp(prefix='vqvae-kaggle-kernel-'))
     stage_kernel(folder, stage, params, kernel_id, extra_kernel_sources, package)
     meta = json.loads((stage / 'kernel-metadata.json').read_text())
-    if accelerator and accelerator not in GPU_SHAPES + TPU_SHAPES:
-        raise MetadataError(f'accelerator {accelerator!r} is not known; known: {list(GPU_SHAPES + TPU_SHAPES)}')
     client = client or kaggle_client()
     kwargs = {}                                   # only what was asked for: an older client lacks the newer keywords
     if timeout_seconds: kwargs['timeout'] = timeout_seconds
@@ -420,8 +480,10 @@ def push_kernel(folder='.', client=None, params: dict | None = None, kernel_id: 
                if (v := _field(resp, f'invalid_{k}_sources', f'invalid{k.capitalize()}Sources'))}
     for k, v in invalid.items(): log(f'warning: Kaggle did not accept these {k} sources: {v}')
     version, url = _field(resp, 'version_number', 'versionNumber'), _field(resp, 'url')
+    token = params.get('SESSION_TOKEN')
+    if token and not no_run: log(f'session token {token} (its summary.json names it: how `chain` knows the session it awaits)')
     log(f'pushed {meta["id"]} version {version}' + (' (saved without running)' if no_run else '') + f': {url}')
-    return PushResult(meta['id'], version, url, stage, invalid)
+    return PushResult(meta['id'], version, url, stage, invalid, token)
 
 @dataclass
 class KernelStatus:
@@ -466,22 +528,25 @@ def gpu_quota_left(client) -> tuple[float, float, object] | None:
     hours = lambda t: t.total_seconds() / 3600 if hasattr(t, 'total_seconds') else float(t) / 3600
     return max(0.0, hours(total) - hours(used)), hours(total), _field(q, 'quota_refresh_time')
 
-def check_gpu_quota(client, min_hours: float = 0.25, log=print) -> None:
-    "`KaggleQuotaError` when less than `min_hours` of GPU time is left this week."
+def check_gpu_quota(client, min_hours: float = 0.25, log=print) -> float | None:
+    "The GPU hours left this week (None if the client cannot tell); `KaggleQuotaError` when less than `min_hours` are left."
     q = gpu_quota_left(client)
-    if q is None: return
+    if q is None: return None
     left, total, _ = q
     if left < min_hours:
         raise KaggleQuotaError(f'GPU quota exhausted: {left:.2f} h left of {total:.0f} h this week; a GPU session cannot run until '
                                'it resets (see `kaggle quota`). Nothing was pushed.')
     log(f'GPU quota: {left:.1f} h of {total:.0f} h left this week')
+    return left
 
 def wait_for_kernel(client, kernel: str, poll_seconds: float = 60, timeout_seconds: float = 13 * 3600, sleep=time.sleep,
                     clock=time.monotonic, network_retries: int = 5, log=print, confirmed: bool = True,
-                    start_timeout_seconds: float = 3600) -> KernelStatus:
+                    start_timeout_seconds: float = 3600, stale=None) -> KernelStatus:
     """Poll `kernel` until its session ends; returns the final status. `confirmed=False`: the status request cannot name the
-    version, so a finished status counts only once this session was seen QUEUED or RUNNING."""
-    start, last, failures, started = clock(), None, 0, confirmed
+    version, so a finished status counts only once this session was seen QUEUED or RUNNING. `stale(status)`: why a finished
+    status is not the awaited session's (another session's summary.json), or None; a stale status is polled again, for
+    at most `start_timeout_seconds` in a row."""
+    start, last, failures, started, stale_since, why = clock(), None, 0, confirmed, None, None
     while True:
         try: st = kernel_status(client, kernel); failures = 0
         except KaggleNetworkError as e:
@@ -491,34 +556,76 @@ def wait_for_kernel(client, kernel: str, poll_seconds: float = 60, timeout_secon
         except KaggleNotFound:
             st = KernelStatus(kernel, 'NOT_YET_KNOWN')          # a version pushed a moment ago
         if st.status != last: log(f'{kernel}: {st.status}'); last = st.status
-        if st.status in ('QUEUED', 'RUNNING'): started = True
-        elif st.status in TERMINAL_STATUSES and started: return st
+        if st.status in ('QUEUED', 'RUNNING'): started, stale_since, why = True, None, None
+        elif st.status in TERMINAL_STATUSES and started:
+            why = stale(st) if stale else None
+            if why is None: return st
+            if stale_since is None:
+                stale_since = clock(); log(f'{kernel}: {st.status} is not the awaited session ({why}); still waiting')
+            if clock() - stale_since > start_timeout_seconds:
+                raise KaggleError(f'{kernel}: Kaggle has reported {st.status} for {(clock() - stale_since) / 60:.0f} min, but not of the '
+                                  f'awaited session: {why}. Nothing more was pushed; check `vqvae-kaggle kernel status {kernel}`')
         waited = clock() - start
         if not started and waited > start_timeout_seconds:
             raise KaggleError(f'{kernel}: the pushed session was never seen queued or running in {waited / 60:.0f} min (the status '
                               f'is still {st.status}, possibly of an older version); check `vqvae-kaggle kernel status {kernel}`')
         if waited > timeout_seconds:
-            raise KaggleError(f'{kernel} is still {st.status} after {timeout_seconds / 3600:.1f} h; '
-                              f'check later with `vqvae-kaggle kernel status {kernel}`')
+            raise KaggleError(f'{kernel} is still {st.status} after {timeout_seconds / 3600:.1f} h'
+                              + (f', and that is not the awaited session: {why}' if why else '')
+                              + f'; check later with `vqvae-kaggle kernel status {kernel}`')
         sleep(poll_seconds)
 
-def session_report(client, kernel: str, work_dir) -> tuple[dict | None, str]:
-    "(summary.json of the session or None, tail of its log), downloading only those two files."
-    files = download_output(client, kernel, work_dir, pattern=r'(^|/)summary\.json$')
-    summary = next((json.loads(f.read_text()) for f in files if f.name == 'summary.json' and f.is_file()), None)
+SUMMARY_PATTERN = r'(^|/)summary\.json$'
+
+def _summaries(files) -> list[dict]:
+    out = []
+    for f in files:
+        if f.name != 'summary.json' or not f.is_file(): continue
+        try: s = json.loads(f.read_text())
+        except ValueError: continue
+        if isinstance(s, dict): out.append(s)
+    return out
+
+def session_report(client, kernel: str, work_dir, token: str | None = None) -> tuple[dict | None, str]:
+    "(summary.json of the session, the one naming `token` if any does, or None; tail of its log), downloading only those files."
+    files = download_output(client, kernel, work_dir, pattern=SUMMARY_PATTERN)
+    summaries = _summaries(files)
+    summary = next((s for s in summaries if token and s.get('session_token') == token), summaries[0] if summaries else None)
     tail = next((log_tail(f.read_text()) for f in files if f.suffix == '.log' and f.is_file()), '')
     return summary, tail
 
+def token_mismatch(summary: dict | None, token: str | None, status: str = 'COMPLETE') -> str | None:
+    """Why a finished session with this summary.json is not the push of `token` (None: it is, or cannot be told). A failed
+    session may have written no summary: a missing token then does not make its failure stale."""
+    if token is None: return None
+    found = (summary or {}).get('session_token')
+    if found == token: return None
+    if found is None:
+        if status != 'COMPLETE': return None
+        return f"its output has no summary.json naming a session token (this push's is {token})"
+    return f"its summary.json names session token {found}, not this push's {token} (the status of an older version)"
+
+def data_lines(s: dict | None) -> list[str]:
+    "What summary.json says was trained: the source, and a loud warning when it is not the one requested."
+    d = (s or {}).get('data')
+    if not isinstance(d, dict) or not d.get('trained'): return []
+    trained, requested = d['trained'], d.get('requested')
+    lines = [f'trained on {trained}' + (f": {d['description']}" if d.get('description') else '')]
+    if requested and requested != trained:
+        lines.append(f"WARNING: trained on {trained}, not {requested} ({d.get('fallback') or 'no reason given'})")
+    return lines
+
 def _describe_summary(s: dict | None) -> str:
     if not s: return 'no summary.json in the output'
-    val = s.get('val') or {}
+    val, data = s.get('val') or {}, s.get('data') if isinstance(s.get('data'), dict) else {}
     return (f"stopped ({s.get('stopped')}) at epoch {s.get('epochs_done')}, step {s.get('step')}"
-            + (f", val PSNR {val['psnr']:.2f} dB" if 'psnr' in val else ''))
+            + (f", val PSNR {val['psnr']:.2f} dB" if 'psnr' in val else '') + (f", trained on {data['trained']}" if data.get('trained') else ''))
 
 def chain(n: int, folder='.', client=None, params: dict | None = None, kernel_id: str | None = None, continue_from: str | None = None,
           attach_self: bool = True, accelerator: str | None = None, poll_seconds: float = 60, timeout_hours: float = 13,
-          sleep=time.sleep, clock=time.monotonic, work_dir=None, log=print) -> list[dict]:
-    "Run `n` sessions of the kernel in turn, each continuing from the previous one's output; stop at the first failure."
+          sleep=time.sleep, clock=time.monotonic, work_dir=None, log=print, timeout_seconds: int | None = None) -> list[dict]:
+    """Run `n` sessions of the kernel in turn, each continuing from the previous one's output; stop at the first failure.
+    A session is over only when its own summary.json names the token its push injected."""
     if n < 1: raise ValueError(f'chain needs at least one session, got {n}')
     meta, base = read_metadata(folder)
     meta = validate_metadata(meta, base)
@@ -527,12 +634,15 @@ def chain(n: int, folder='.', client=None, params: dict | None = None, kernel_id
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix='vqvae-kaggle-chain-'))
     previous, results = continue_from, []
     for i in range(1, n + 1):
-        if meta['enable_gpu'] or accelerator in GPU_SHAPES: check_gpu_quota(client, log=log)
+        left = check_gpu_quota(client, log=log) if meta['enable_gpu'] or accelerator in GPU_SHAPES else None
         p = dict(params or {})
         if previous: p.update(PREVIOUS_OUTPUT=previous, REQUIRE_PREVIOUS=True)
+        if left is not None:
+            p['QUOTA_HOURS_LEFT'] = round(left, 2)
+            log(f'session {i}/{n}: QUOTA_HOURS_LEFT={p["QUOTA_HOURS_LEFT"]} (the session ends within the GPU quota left)')
         log(f'session {i}/{n}: ' + (f'continues from {previous}' if previous else 'a new run (or what the attached inputs hold)'))
         extra = [kid] if previous and attach_self else []
-        push = lambda extra: push_kernel(folder, client, p, kid, extra, accelerator, stage_dir=work / f'stage-{i}', log=log)
+        push = lambda extra: push_kernel(folder, client, p, kid, extra, accelerator, timeout_seconds, stage_dir=work / f'stage-{i}', log=log)
         try: res = push(extra)
         except (KaggleNetworkError, KaggleQuotaError, KaggleCredentialsError): raise
         except KaggleError as e:
@@ -547,12 +657,18 @@ def chain(n: int, folder='.', client=None, params: dict | None = None, kernel_id
             else: log(f'Kaggle did not attach {kid} to version {res.version}; the session fetches {previous} with kagglehub')
         versioned = res.version is not None and reads_versions(client)
         ref = f'{kid}/{res.version}' if versioned else kid
-        st = wait_for_kernel(client, ref, poll_seconds, timeout_hours * 3600, sleep, clock, log=log, confirmed=versioned)
-        summary, tail = session_report(client, ref, work / f'output-{i}')
+        report = {}
+        def stale(st):                                # the finished session must be this push's: its summary names the token
+            report['summary'], report['tail'] = session_report(client, ref, work / f'output-{i}', res.token)
+            return token_mismatch(report['summary'], res.token, st.status)
+        st = wait_for_kernel(client, ref, poll_seconds, timeout_hours * 3600, sleep, clock, log=log, confirmed=versioned,
+                             stale=stale if res.token else None)
+        summary, tail = (report['summary'], report['tail']) if report else session_report(client, ref, work / f'output-{i}')
         if st.status != 'COMPLETE':
             raise KernelFailed(f'session {i}/{n} ({ref}) ended with {st.status}: {st.failure_message or "no failure message"}\n'
                                f'--- last lines of its log ---\n{tail or "(no log)"}', st.status, st.failure_message, tail)
         log(f'session {i}/{n} complete: {_describe_summary(summary)} ({res.url})')
+        for line in data_lines(summary)[1:]: log(line)
         results.append(dict(session=i, kernel=ref, version=res.version, url=res.url, status=st.status, summary=summary))
         previous = f'{kid}/versions/{res.version}' if res.version else kid
     return results
@@ -590,7 +706,7 @@ def add_kernel_parser(subparsers) -> argparse.ArgumentParser:
     p = ks.add_parser('push', help='validate, push one session, print the version URL')
     _session_options(p)
     p.add_argument('--no-run', action='store_true', help='save the version without running it')
-    p.add_argument('--timeout-seconds', type=int, help='maximum run time of the session')
+    p.add_argument('--timeout-seconds', type=int, help='maximum run time of the session (Kaggle stops it; the notebook stops before)')
     for name, helptext in (('status', 'status of the newest (or a given) version'), ('output', 'download the output of a version')):
         s = ks.add_parser(name, help=helptext)
         s.add_argument('kernel', nargs='?', help="'owner/slug' or 'owner/slug/N' (default: the metadata id)")
@@ -604,6 +720,7 @@ def add_kernel_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument('--no-attach-self', action='store_true', help='do not list the kernel as its own source (kagglehub only)')
     c.add_argument('--poll-seconds', type=float, default=60)
     c.add_argument('--timeout-hours', type=float, default=13, help='give up waiting for one session after this long')
+    c.add_argument('--timeout-seconds', type=int, help='maximum run time of each session (Kaggle stops it; the notebook stops before)')
     return k
 
 _PARAM_ARGS = dict(preset='PRESET', data='DATA', lpips_weight='LPIPS_WEIGHT', session_hours='SESSION_HOURS',
@@ -649,17 +766,26 @@ def run_kernel_command(args, client=None, log=print, sleep=time.sleep) -> int:
                             timeout_seconds=args.timeout_seconds, no_run=args.no_run, log=log)
             else:
                 chain(args.n, args.folder, client, params, args.kernel_id, previous, not args.no_attach_self, args.accelerator,
-                      args.poll_seconds, args.timeout_hours, sleep=sleep, log=log)
+                      args.poll_seconds, args.timeout_hours, sleep=sleep, log=log, timeout_seconds=args.timeout_seconds)
             return 0
         kernel, client = _kernel_of(args), client or kaggle_client()
         if cmd == 'status':
             st = kernel_status(client, kernel)
             log(f'{kernel}: {st.status}' + (f' ({st.failure_message})' if st.failure_message else ''))
+            if st.status in TERMINAL_STATUSES:
+                try:
+                    with tempfile.TemporaryDirectory(prefix='vqvae-kaggle-status-') as d:
+                        summary, _ = session_report(client, kernel, d)
+                    for line in data_lines(summary) if summary else ['no summary.json in its output']: log(f'{kernel}: {line}')
+                except (KaggleError, OSError, ValueError) as e: log(f'{kernel}: summary.json not read ({e})')
             return 1 if st.status in ('ERROR', 'CANCEL_REQUESTED', 'CANCEL_ACKNOWLEDGED') else 0
         if cmd == 'output':
             dest = Path(args.path or Path('kaggle-output') / kernel.split('/')[1])
             files = download_output(client, kernel, dest, args.pattern)
             log(f'{len(files)} file(s) of {kernel} in {dest}')
+            for f in files:
+                for summary in _summaries([f]):
+                    for line in data_lines(summary): log(f'{f.relative_to(dest) if f.is_relative_to(dest) else f}: {line}')
             return 0
         raise ValueError(f'unknown kernel command {cmd!r}')
     except KernelFailed as e:
