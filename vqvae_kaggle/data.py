@@ -18,10 +18,12 @@ from . import minecraft
 from .minecraft import MinecraftUnavailable, OPENGL_FIX
 
 # %% auto #0
-__all__ = ['logger', 'CACHE_FORMAT', 'FRAMES_FILE', 'FRAMES_RECORD', 'VAL_SEED0', 'CRAFTER_VAL_SEED0', 'ALT_RENDER',
-           'RENDERED_SOURCES', 'CacheError', 'params_key', 'build_cache_entry', 'load_cache_entry', 'default_workers',
-           'cached_frames', 'split_episodes', 'crafter_seeds', 'minecraft_seeds', 'source_fingerprint', 'source_frames',
-           'load_splits', 'alt_val_frames', 'BatchLoader', 'make_loader']
+__all__ = ['logger', 'CACHE_FORMAT', 'FRAMES_FILE', 'FRAMES_RECORD', 'VAL_SEED0', 'CRAFTER_VAL_SEED0', 'RENDERED_SOURCES',
+           'EPISODE_PREFIX', 'ALT_RENDER', 'CacheError', 'params_key', 'build_cache_entry', 'load_cache_entry',
+           'default_workers', 'cached_frames', 'split_episodes', 'crafter_seeds', 'minecraft_seeds', 'rendered_plan',
+           'rendered_splits', 'frame_dataset_manifest', 'mirror_info', 'mirror_cache_entry', 'export_cache_entry',
+           'load_frame_dataset', 'describe_frame_dataset', 'source_fingerprint', 'source_frames', 'load_splits',
+           'alt_val_frames', 'BatchLoader', 'make_loader']
 
 # %% ../nbs/02_data.ipynb #0956a9b6
 logger = logging.getLogger('vqvae_kaggle.data')
@@ -287,6 +289,8 @@ def split_episodes(fs: FrameSet, val_fraction: float, seed: int = 0) -> tuple[Fr
 # %% ../nbs/02_data.ipynb #d66e898d
 VAL_SEED0 = 10_000             # held-out worlds of the rendered sources are numbered from here, training worlds from 0
 CRAFTER_VAL_SEED0 = VAL_SEED0  # the name the first round used
+RENDERED_SOURCES = ('minecraft', 'crafter')
+EPISODE_PREFIX = dict(minecraft='minecraft-world-', crafter='crafter-seed-')   # a rendered episode is named by its world
 
 def crafter_seeds(d: DataConfig) -> tuple[list, list]:
     "(train, validation) Crafter world seeds."
@@ -306,34 +310,107 @@ def _world_tasks(kind: str, d: DataConfig, train_seeds: list, val_seeds: list, *
                  skip_first=d.skip_first, frame_gap=d.frame_gap, width=d.width, height=d.height, **render)
             for s in train_seeds + val_seeds]
 
-def _world_splits(fs: FrameSet, prefix: str, train_seeds: list) -> tuple[FrameSet, FrameSet]:
-    "(train, validation) parts of rendered worlds, by the world seed in each episode's name."
-    is_train = np.isin(fs.episodes, [i for i, n in enumerate(fs.names) if n in {f'{prefix}{s}' for s in train_seeds}])
+def rendered_plan(game: str, d: DataConfig, alt: bool = False) -> tuple[str, dict]:
+    "(cache label, cache parameters holding one rendering task per world) of a rendered game's worlds under `d`."
+    if game not in RENDERED_SOURCES: raise FrameError(f'{game!r} is not a rendered game; those are {RENDERED_SOURCES}')
+    train_seeds, val_seeds = (crafter_seeds if game == 'crafter' else minecraft_seeds)(d)
+    if alt: train_seeds = []                         # the other rendering is only ever used for evaluation
+    if game == 'crafter':
+        from importlib.metadata import version
+        tasks = _world_tasks('crafter', d, train_seeds, val_seeds, **(ALT_RENDER if alt else {}))
+        params = dict(source='crafter', crafter=version('crafter'), env=_frames.CRAFTER_ENV, policy=_frames.CRAFTER_POLICY,
+                      records=list(_frames.CRAFTER_RECORDS), tasks=tasks)   # entries made before actions were recorded: not reused
+    else:
+        tasks = _world_tasks('minecraft', d, train_seeds, val_seeds,
+                             **(ALT_RENDER if alt else dict(render_scale=d.render_scale, resample='area')))
+        params = dict(source='minecraft', game=minecraft.game_fingerprint(), policy=minecraft.MINECRAFT_POLICY, tasks=tasks)
+    return f'{game}{"-alt" if alt else ""}-{d.width}x{d.height}', params
+
+def rendered_splits(fs: FrameSet, game: str, tasks: list) -> tuple[FrameSet, FrameSet]:
+    "(train, validation) parts of rendered worlds: each episode is a world, and each world's task says its split."
+    train_names = {f'{EPISODE_PREFIX[game]}{t["seed"]}' for t in tasks if t.get('split') == 'train'}
+    is_train = np.isin(fs.episodes, [i for i, n in enumerate(fs.names) if n in train_names])
     return fs.subset(is_train), fs.subset(~is_train)
 
-def _crafter_splits(d: DataConfig, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
-    from importlib.metadata import version
-    train_seeds, val_seeds = crafter_seeds(d)
-    if alt: train_seeds = []                         # the other rendering is only ever used for evaluation
-    tasks = _world_tasks('crafter', d, train_seeds, val_seeds, **(ALT_RENDER if alt else {}))
-    params = dict(source='crafter', crafter=version('crafter'), env=_frames.CRAFTER_ENV, policy=_frames.CRAFTER_POLICY,
-                  records=list(_frames.CRAFTER_RECORDS))   # entries rendered before actions were recorded are not reused
-    label = f'crafter{"-alt" if alt else ""}-{d.width}x{d.height}'
-    fs, _ = cached_frames(label, params, tasks, d.cache_dir, d.workers, d.skip_bad, progress)
-    return _world_splits(fs, 'crafter-seed-', train_seeds)
-
-def _minecraft_splits(d: DataConfig, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
-    train_seeds, val_seeds = minecraft_seeds(d)
-    if alt: train_seeds = []
-    tasks = _world_tasks('minecraft', d, train_seeds, val_seeds,
-                         **(ALT_RENDER if alt else dict(render_scale=d.render_scale, resample='area')))
-    params = dict(source='minecraft', game=minecraft.game_fingerprint(), policy=minecraft.MINECRAFT_POLICY, tasks=tasks)
+def _rendered(game: str, d: DataConfig, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
+    label, params = rendered_plan(game, d, alt)
     def plan():                                      # only when the frames must be rendered: can the game run here?
-        minecraft.check_minecraft(progress); return tasks
-    label = f'minecraft{"-alt" if alt else ""}-{d.width}x{d.height}'
+        if game == 'minecraft': minecraft.check_minecraft(progress)
+        return params['tasks']
     fs, _ = cached_frames(label, params, plan, d.cache_dir, d.workers, d.skip_bad, progress)
-    return _world_splits(fs, 'minecraft-world-', train_seeds)
+    return rendered_splits(fs, game, params['tasks'])
 
+# %% ../nbs/02_data.ipynb #d71710e5
+def frame_dataset_manifest(path) -> dict | None:
+    "The manifest of the frame dataset at `path` (a finished cache entry of a rendered game), or None if `path` is not one."
+    if not str(path) or str(path).startswith('kaggle:'): return None
+    m = _read_json(Path(path)/'manifest.json')
+    if not isinstance(m, dict) or not isinstance(m.get('params'), dict): return None
+    return m if m.get('format') == CACHE_FORMAT and m['params'].get('source') in RENDERED_SOURCES else None
+
+def mirror_info(entry) -> dict | None:
+    "What the cache entry `entry` mirrors (`of`: the folder, `kind`: 'dataset' or 'carried'), or None for an entry of its own."
+    return _read_json(Path(entry)/'mirror.json')
+
+def _entry_files(m: dict) -> list[str]:
+    "The files of a cache entry that its manifest lists: each shard's frames and its actions, rewards and dones."
+    return [f for s in m['shards'] for f in [s['file']] + [s[k]['file'] for k in _frames.SHARD_COLUMNS if k in s]]
+
+def mirror_cache_entry(src, dest, kind: str = 'dataset') -> Path:
+    "A cache entry at `dest` whose shards are links into the (possibly read-only) entry `src`; `dest`'s own files are written there."
+    src, dest = Path(src), Path(dest)
+    m = _read_json(src/'manifest.json')
+    if not isinstance(m, dict) or 'shards' not in m: raise CacheError(f'{src}: no readable manifest.json')
+    if (dest/'manifest.json').exists():
+        mirror = mirror_info(dest)
+        if mirror is None or (mirror.get('of') == str(src.resolve()) and _read_json(dest/'manifest.json') == m):
+            return dest                              # an entry of its own (never replaced), or this very mirror
+    partial = dest.with_name(dest.name + '.partial')
+    shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
+    for f in _entry_files(m):
+        if not (src/f).is_file(): raise CacheError(f'{src/f}: a file listed in {src/"manifest.json"} is missing')
+        os.symlink((src/f).resolve(), partial/f)
+    _frames.write_atomic(partial/'mirror.json', json.dumps(dict(of=str(src.resolve()), kind=kind)).encode())
+    _frames.write_atomic(partial/'manifest.json', json.dumps(m, indent=1).encode())
+    if dest.exists(): shutil.rmtree(dest)            # an outdated mirror: links only, nothing of value
+    os.replace(partial, dest)
+    return dest
+
+def export_cache_entry(entry, dest) -> Path:
+    "Copy the cache entry `entry` (its listed files, then its manifest: a partial copy is never taken for an entry) to `dest`."
+    entry, dest = Path(entry), Path(dest)
+    m = _read_json(entry/'manifest.json')
+    if not isinstance(m, dict) or 'shards' not in m: raise CacheError(f'{entry}: no readable manifest.json')
+    if _read_json(dest/'manifest.json') == m: return dest
+    dest.mkdir(parents=True, exist_ok=True); (dest/'manifest.json').unlink(missing_ok=True)
+    for f in _entry_files(m): shutil.copyfile(entry/f, dest/f)       # through links: the bytes, not the link
+    _frames.write_atomic(dest/'manifest.json', json.dumps(m, indent=1).encode())
+    return dest
+
+def load_frame_dataset(path, d: DataConfig, progress: bool = True) -> tuple[FrameSet, FrameSet]:
+    "(train, validation) frames of the frame dataset at `path`, split by world, checked against the configured frame size."
+    path = Path(path); m = frame_dataset_manifest(path)
+    if m is None: raise FrameError(f'{path}: not a frame dataset (no manifest.json of rendered frames in cache format {CACHE_FORMAT})')
+    h, w = m['frame_shape'][:2]
+    if (w, h) != (d.width, d.height):
+        raise FrameError(f'{path}: the frame dataset holds {w}x{h} frames but the config asks for {d.width}x{d.height}: set '
+                         f'data.width={w} data.height={h}, or render a dataset at that size '
+                         f'(vqvae-kaggle frames render --width {d.width} --height {d.height})')
+    # the dataset may be read-only (a Kaggle input): a mirror in the cache holds the one-file copy of its frames, which is
+    # written from the shards, each checked against its SHA-256, the first time
+    entry = mirror_cache_entry(path, Path(d.cache_dir)/f'dataset-{m["content_hash"][:16]}')
+    fs, _ = load_cache_entry(entry)
+    game, tasks = m['params']['source'], m['params']['tasks']
+    return rendered_splits(fs, game, tasks)
+
+def describe_frame_dataset(m: dict) -> str:
+    "One line: the game, worlds per split, frames and size of a frame dataset's manifest."
+    tasks, (h, w) = m['params']['tasks'], m['frame_shape'][:2]
+    n = lambda split: sum(t.get('split') == split for t in tasks)
+    return (f"{m['params']['source']} frame dataset: {n('train')} training and {n('val')} held-out worlds, "
+            f"{m['counts']['frames']} frames of {w}x{h}")
+
+# %% ../nbs/02_data.ipynb #0ac54897
 def source_fingerprint(path, layout: str) -> dict:
     "Count, total size and a hash of the names and sizes of the files a source reads (cheap: no file is opened)."
     path = Path(path)
@@ -345,7 +422,7 @@ def source_fingerprint(path, layout: str) -> dict:
 def _slug(name: str) -> str: return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)[:40] or 'source'
 
 def source_frames(source: str, d: DataConfig, seed: int = 0, progress: bool = True) -> tuple[FrameSet, dict]:
-    "All frames of a non-Crafter `source` (path or `kaggle:` handle) at the configured size and sampling, through the cache."
+    "All frames of a recorded `source` (path or `kaggle:` handle) at the configured size and sampling, through the cache."
     path = _frames.resolve_source(source)
     layout = _frames.detect_layout(path, d.layout)
     params = dict(source=str(source), path=str(path.resolve()), layout=layout, width=d.width, height=d.height,
@@ -358,28 +435,40 @@ def source_frames(source: str, d: DataConfig, seed: int = 0, progress: bool = Tr
 
 def _describe(fs: FrameSet) -> str: return f'{len(fs)} frames from {len(fs.names)} episodes'
 
-RENDERED_SOURCES = ('minecraft', 'crafter')
+def _origin(d: DataConfig, game: str | None, description: str) -> dict:
+    "Where the frames came from: the source asked for, the one loaded (the same unless a fallback was taken), its game."
+    return dict(requested=d.source, trained=d.source, game=game, fallback=None, description=description)
 
-def _splits(cfg: Config, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet]:
+def _splits(cfg: Config, progress: bool, alt: bool = False) -> tuple[FrameSet, FrameSet, dict]:
     d = cfg.data
-    if d.source == 'crafter': return _crafter_splits(d, progress, alt)
-    if d.source == 'minecraft':
-        try: return _minecraft_splits(d, progress, alt)
+    if d.source in RENDERED_SOURCES:
+        try: train, val = _rendered(d.source, d, progress, alt)
         except MinecraftUnavailable as e:
             if not d.fallback_source: raise
             reason = str(e).strip().splitlines()[0]
-            msg = (f'WARNING: Minecraft frames cannot be rendered on this machine ({reason}); using '
-                   f'data.fallback_source={d.fallback_source!r} instead. Fix: {OPENGL_FIX}')
+            msg = (f'WARNING: Minecraft frames cannot be rendered on this machine ({reason}); TRAINING ON '
+                   f'data.fallback_source={d.fallback_source!r} INSTEAD. Fix: {OPENGL_FIX}')
             logger.warning(msg); print(msg, flush=True)       # loud even without progress output
-            return _splits(replace(cfg, data=replace(d, source=d.fallback_source, fallback_source=None)), progress, alt)
+            train, val, origin = _splits(replace(cfg, data=replace(d, source=d.fallback_source, fallback_source=None)), progress, alt)
+            return train, val, dict(origin, requested=d.source, fallback=reason)
+        seeds = (crafter_seeds if d.source == 'crafter' else minecraft_seeds)(d)
+        return train, val, _origin(d, d.source, f'{d.source} worlds rendered by the game: {len(seeds[0])} training, '
+                                                f'{len(seeds[1])} held out')
+    if (m := frame_dataset_manifest(d.source)) is not None:
+        if alt: raise FrameError(f'{d.source}: a frame dataset has one rendering; evaluate with --data {m["params"]["source"]} '
+                                 'for another rendering of its game')
+        train, val = load_frame_dataset(d.source, d, progress)
+        return train, val, _origin(d, m['params']['source'], f'{describe_frame_dataset(m)} ({d.source})')
     if alt: raise FrameError(f'data.source={d.source!r}: another rendering exists only for the rendered sources {RENDERED_SOURCES}')
-    fs, _ = source_frames(d.source, d, cfg.run.seed, progress)
-    if d.val_source: return fs, source_frames(d.val_source, d, cfg.run.seed, progress)[0]
-    return split_episodes(fs, d.val_fraction, cfg.run.seed)
+    fs, m = source_frames(d.source, d, cfg.run.seed, progress)
+    origin = _origin(d, None, f"{m['params']['layout']} source {d.source}")
+    if d.val_source: return fs, source_frames(d.val_source, d, cfg.run.seed, progress)[0], origin
+    return *split_episodes(fs, d.val_fraction, cfg.run.seed), origin
 
 def load_splits(cfg: Config, progress: bool = True) -> tuple[FrameSet, FrameSet]:
-    "(train, validation) `FrameSet`s for `cfg.data`, split by episode or world, through the frame cache."
-    train, val = _splits(cfg, progress)
+    "(train, validation) `FrameSet`s for `cfg.data`, split by episode or world, through the frame cache; `.origin` says what was loaded."
+    train, val, origin = _splits(cfg, progress)
+    train.origin = val.origin = origin
     _say(f'train: {_describe(train)}; validation: {_describe(val)}', progress)
     return train, val
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_frames.ipynb #dbec1924
 from __future__ import annotations
-import hashlib, io, json, os, threading, uuid, warnings
+import hashlib, io, json, os, threading, time, uuid, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -53,6 +53,7 @@ class FrameSet:
     action_names: list | None = None    # A names of the action columns
     rewards: np.ndarray | None = None   # optional float32 (N,): the reward received from each frame to the next
     dones: np.ndarray | None = None     # optional bool (N,): whether the game ended (and restarted) from each frame to the next
+    origin: dict | None = None          # set by `data.load_splits`: the source asked for, the one loaded, and why they differ
 
     def __post_init__(self):
         f = self.frames
@@ -762,13 +763,15 @@ SHARD_COLUMNS = ('actions', 'rewards', 'dones')   # per-frame arrays a shard kee
 def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False, threads: int = 0) -> dict:
     "Extract `task`, write its frames as shard `folder/<index>.npy` (its actions, rewards, dones as `<index>.<name>.npy`) and its record as `<index>.json`; return the record."
     folder, stem = Path(folder), f'{index:06d}'
+    start = time.monotonic()
     try: fs, skipped = extract_task(task, skip_bad, threads)
     except FrameError as e: record = dict(index=index, error=str(e))
     else:
         buf = io.BytesIO(); np.save(buf, fs.frames, allow_pickle=False); data = buf.getvalue()
         write_atomic(folder/f'{stem}.npy', data)
         record = dict(index=index, file=f'{stem}.npy', frames=len(fs), shape=list(fs.frames.shape[1:]),
-                      bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), episodes=_episode_runs(fs), skipped=skipped)
+                      bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), episodes=_episode_runs(fs), skipped=skipped,
+                      seconds=round(time.monotonic() - start, 3))   # extraction (or rendering) time of this task
         for key in SHARD_COLUMNS:                   # written before the record, which is what marks the shard done
             if getattr(fs, key) is None: continue
             buf = io.BytesIO(); np.save(buf, getattr(fs, key), allow_pickle=False); cdata = buf.getvalue()

@@ -13,14 +13,19 @@ from .checkpoint import list_checkpoints
 from .losses import BACKBONE_FILES, LPIPSUnavailable, lpips_weights_path, build_lpips
 from .kaggle_client import package_version
 from .frames import call_with_timeout
+from .data import (RENDERED_SOURCES, frame_dataset_manifest, describe_frame_dataset, mirror_cache_entry,
+                               mirror_info, export_cache_entry)
 
 # %% auto #0
-__all__ = ['KAGGLE_ROOT', 'ROOT_ENV', 'HISTORY_FILES', 'is_kaggle', 'KagglePaths', 'describe_runtime', 'process_started_at',
-           'kernel_started_at', 'SessionTimeError', 'session_budget_minutes', 'SessionStopped', 'stop', 'walk_files',
-           'previous_output_dirs', 'fetch_previous_output', 'find_resume_dirs', 'carry_over_history',
-           'wandb_key_from_secrets', 'has_internet', 'setup_wandb', 'required_modules', 'missing_modules',
-           'ensure_packages', 'find_files', 'ensure_lpips', 'input_candidates', 'mounted_inputs', 'resolve_data_source',
-           'preset_for_cards', 'session_config', 'run_session', 'show_session', 'check_package']
+__all__ = ['KAGGLE_ROOT', 'ROOT_ENV', 'HISTORY_FILES', 'RENDER_CHOICES', 'FRAME_CACHE', 'OUTPUT_LIMIT_GB', 'is_kaggle',
+           'KagglePaths', 'describe_runtime', 'process_started_at', 'kernel_started_at', 'SessionTimeError',
+           'session_budget_minutes', 'SessionStopped', 'stop', 'walk_files', 'previous_output_dirs',
+           'fetch_previous_output', 'find_resume_dirs', 'carry_over_history', 'wandb_key_from_secrets', 'has_internet',
+           'setup_wandb', 'required_modules', 'missing_modules', 'ensure_packages', 'find_files', 'ensure_lpips',
+           'input_candidates', 'mounted_inputs', 'resolve_data_source', 'find_frame_datasets', 'carried_frame_caches',
+           'no_frames', 'resolve_rendered_source', 'preset_for_cards', 'session_config', 'session_limit_hours',
+           'adopt_frame_cache', 'keep_frame_cache', 'folder_bytes', 'report_output_size', 'prepare_frames',
+           'run_session', 'show_session', 'check_package']
 
 # %% ../nbs/10_kaggle.ipynb #857a47ad
 KAGGLE_ROOT = Path('/kaggle')
@@ -201,8 +206,9 @@ def required_modules(cfg: Config) -> dict[str, str]:
     need = {}
     if cfg.loss.lpips > 0: need['lpips'] = 'lpips'
     rendered = {cfg.data.source} | ({cfg.data.fallback_source} if cfg.data.source == 'minecraft' else set())
-    if 'crafter' in rendered: need['crafter'] = 'crafter'       # the Minecraft source falls back to Crafter without OpenGL
-    if cfg.data.source not in ('minecraft', 'crafter') and not cfg.data.source.endswith(('.npy', '.npz')): need['av'] = 'av'   # videos
+    if 'crafter' in rendered: need['crafter'] = 'crafter'       # the Minecraft source falls back to Crafter only when allowed
+    recorded = cfg.data.source not in RENDERED_SOURCES and frame_dataset_manifest(cfg.data.source) is None
+    if recorded and not cfg.data.source.endswith(('.npy', '.npz')): need['av'] = 'av'   # videos
     # the Minecraft game itself goes into an environment of its own on first use (minecraft.minecraft_python)
     return need
 
@@ -286,7 +292,7 @@ def mounted_inputs(input_root, limit: int = 20) -> list[str]:
 def resolve_data_source(spec: str | None, input_root) -> str:
     "A `DataConfig.source`: 'minecraft' (the default) or 'crafter', a `kaggle:` handle (the data module downloads it), or a path (inputs-relative paths found under either mount layout)."
     if not spec: return 'minecraft'
-    if spec in ('minecraft', 'crafter') or spec.startswith('kaggle:') or Path(spec).is_absolute(): return spec
+    if spec in RENDERED_SOURCES or spec.startswith('kaggle:') or Path(spec).is_absolute(): return spec
     tried = input_candidates(spec, input_root)
     found = next((p for p in tried if p.exists()), None)
     if found is None:
@@ -295,6 +301,54 @@ def resolve_data_source(spec: str | None, input_root) -> str:
              "or 'kaggle:owner/dataset'")
     return str(found)
 
+# %% ../nbs/10_kaggle.ipynb #00e2818b
+RENDER_CHOICES = ('auto', 'always', 'never')
+FRAME_CACHE = 'frame-cache'      # rendered frames kept in a run's output folder, for the next session of the chain
+
+def find_frame_datasets(input_root, game: str | None = None) -> list[tuple[Path, dict]]:
+    "(folder, manifest) of each frame dataset (of `game`) among the inputs, in path order; carried frame caches are not datasets."
+    found = []
+    for root, files in walk_files(input_root):
+        if 'manifest.json' in files and FRAME_CACHE not in root.parts and (m := frame_dataset_manifest(root)) is not None \
+           and game in (None, m['params']['source']): found.append((root, m))
+    return found
+
+def carried_frame_caches(dirs) -> list[Path]:
+    "Cache entries kept in the `frame-cache/` folder of earlier outputs under `dirs`."
+    return [root for d in dirs for root, files in walk_files(d) if root.parent.name == FRAME_CACHE and 'manifest.json' in files]
+
+def no_frames(game: str, paths: KagglePaths, why: str) -> str:
+    "The message of a session that has no frames of `game`: why, and both fixes."
+    return (f'no {game} frames for this session: no {game} frame dataset is attached (searched {paths.input}; mounted: '
+            f'{mounted_inputs(paths.input) or "nothing"}) and {why}. Fix, either: (1) on your machine, `vqvae-kaggle frames publish '
+            f'--game {game} --worlds 64 --id <you>/{game}-frames` renders the frames, uploads them as a private dataset and adds it to '
+            'kernel-metadata.json (dataset_sources); push again. (2) Enable internet ("enable_internet": true in kernel-metadata.json) '
+            "to render in the kernel. Nothing was trained. (FALLBACK='crafter' trains on Crafter instead, knowingly.)")
+
+def resolve_rendered_source(game: str, paths: KagglePaths, width: int, height: int, render: str = 'auto',
+                            internet: bool | None = None) -> str:
+    "The folder of an attached frame dataset of `game` at `width` x `height`, or `game` itself to render it here; stops when neither can work."
+    if render not in RENDER_CHOICES: stop(f'RENDER must be one of {RENDER_CHOICES}, got {render!r}')
+    found = find_frame_datasets(paths.input, game)
+    fits = [(p, m) for p, m in found if tuple(m['frame_shape'][:2]) == (height, width)]
+    if fits:
+        path, m = max(fits, key=lambda pm: pm[1]['counts']['frames'])
+        print(f'DATA: {describe_frame_dataset(m)} at {path}' + (f' (the largest of {len(fits)} attached)' if len(fits) > 1 else '')
+              + '; nothing is rendered')
+        return str(path)
+    if found:
+        sizes = sorted({f"{m['frame_shape'][1]}x{m['frame_shape'][0]}" for _, m in found})
+        stop(f'the attached {game} frame datasets ({", ".join(str(p) for p, _ in found)}) hold frames of {", ".join(sizes)}, but the '
+             f'config asks for {width}x{height}: set OVERRIDES=["data.width=...", "data.height=..."] to a size they hold, or attach a '
+             f'dataset rendered at {width}x{height} (vqvae-kaggle frames publish --width {width} --height {height})')
+    if render == 'never': stop(no_frames(game, paths, "RENDER='never' forbids rendering in the kernel"))
+    if render == 'auto' and game == 'minecraft' and not carried_frame_caches([paths.input]):
+        if internet is None: internet = has_internet()
+        if not internet: stop(no_frames(game, paths, 'rendering here needs internet to install the game, and the internet is off'))
+    print(f'DATA: no {game} frame dataset attached: rendering {game} worlds in this kernel (kept in the output for the next session)')
+    return game
+
+# %% ../nbs/10_kaggle.ipynb #581cd344
 def preset_for_cards(cards: list[tuple[str, tuple[int, int]]] | None = None) -> str:
     "The preset sized for the GPUs (name, compute capability) found: a T4 't4x2', capability 9.0+ 'h100', other cards 'default', none 'cpu'."
     if cards is None:
@@ -308,20 +362,80 @@ def preset_for_cards(cards: list[tuple[str, tuple[int, int]]] | None = None) -> 
 
 def session_config(preset: str = 'auto', overrides=(), data: str | None = None, paths: KagglePaths | None = None,
                    lpips_weight: float | None = None, run_name: str | None = None, wandb: str | None = None,
-                   cards: list | None = None) -> Config:
-    "The config of one kernel session; `overrides` ('section.field=value') are applied last."
+                   cards: list | None = None, render: str = 'auto', fallback: str | None = None,
+                   internet: bool | None = None) -> Config:
+    "The config of one kernel session; `overrides` ('section.field=value') are applied last, then a rendered game's frames are found."
     paths = paths or KagglePaths.detect()
     if preset == 'auto':
         preset = preset_for_cards(cards)
         print(f'preset: {preset} (chosen for the card{"s" if cards is None or len(cards) != 1 else ""} found; PRESET names another)')
     cfg = get_preset(preset)
-    sets = [f'run.out_dir={paths.working / (run_name or cfg.name)}', f'data.cache_dir={paths.temp / "data-cache"}', 'run.chained=true']
+    sets = [f'run.out_dir={paths.working / (run_name or cfg.name)}', f'data.cache_dir={paths.temp / "data-cache"}', 'run.chained=true',
+            f'data.fallback_source={fallback or "null"}']   # another game only when the session's parameters ask for it
     if data: sets.append(f'data.source={resolve_data_source(data, paths.input)}')
     if lpips_weight is not None: sets.append(f'loss.lpips={lpips_weight}')
     if wandb: sets.append(f'run.wandb={wandb}')
-    return apply_overrides(apply_overrides(cfg, sets), list(overrides))
+    cfg = apply_overrides(apply_overrides(cfg, sets), list(overrides))
+    if cfg.data.source in RENDERED_SOURCES:      # after the overrides: the frame size is final
+        source = resolve_rendered_source(cfg.data.source, paths, cfg.data.width, cfg.data.height, render, internet)
+        cfg = apply_overrides(cfg, [f'data.source={source}'])
+    return cfg
 
 # %% ../nbs/10_kaggle.ipynb #83d15e27
+def session_limit_hours(session_hours: float = 12.0, timeout_seconds: float | None = None,
+                        quota_hours_left: float | None = None) -> tuple[float, str]:
+    "(hours this session may run, what set it): the least of Kaggle's limit, the push's `--timeout-seconds` and the GPU quota left."
+    limits = [(float(session_hours), "Kaggle's session limit")]
+    if timeout_seconds: limits.append((float(timeout_seconds) / 3600, f'the push timeout ({int(timeout_seconds)} s)'))
+    if quota_hours_left is not None: limits.append((float(quota_hours_left), 'the GPU quota left this week'))
+    hours, why = min(limits)
+    if hours <= 0: stop(f'this session has no time to train: {why} is {hours:.2f} h')
+    return hours, why
+
+def adopt_frame_cache(dirs, cache_dir) -> list[Path]:
+    "Mirror the frames carried in earlier outputs (`frame-cache/` under `dirs`) into `cache_dir`, so nothing is rendered twice."
+    adopted = []
+    for entry in carried_frame_caches(dirs):
+        if not (Path(cache_dir) / entry.name / 'manifest.json').exists():
+            adopted.append(mirror_cache_entry(entry, Path(cache_dir) / entry.name, kind='carried'))
+    if adopted: print(f'frame cache: {len(adopted)} rendered set(s) carried over from the previous output: {[p.name for p in adopted]}')
+    return adopted
+
+def keep_frame_cache(cache_dir, out_dir) -> list[Path]:
+    "Copy the rendered frames in `cache_dir` (shards and manifest; not attached datasets) into `out_dir`, which the session's output keeps."
+    kept = []
+    for entry in sorted(Path(cache_dir).glob('*/manifest.json')):
+        entry = entry.parent
+        if (mirror_info(entry) or {}).get('kind') == 'dataset' or frame_dataset_manifest(entry) is None: continue  # attached / not rendered
+        kept.append(export_cache_entry(entry, Path(out_dir) / entry.name))
+    return kept
+
+def folder_bytes(folder) -> int:
+    "Bytes of the files under `folder` (links not followed)."
+    return sum(root.joinpath(f).lstat().st_size for root, files in walk_files(folder, max_depth=64) for f in files)
+
+OUTPUT_LIMIT_GB = 20.0   # what Kaggle keeps of /kaggle/working (a documented default, not a measured one)
+
+def report_output_size(working, limit_gb: float = OUTPUT_LIMIT_GB) -> float:
+    "Print the size of the session's output against Kaggle's limit, loudly when close; return it in GB."
+    gb = folder_bytes(working) / 1e9
+    line = f'output: {gb:.2f} GB in {working} of the {limit_gb:g} GB Kaggle keeps'
+    if gb > 0.8 * limit_gb:
+        line = (f'WARNING: {line}. Past the limit the version fails to save its output: keep fewer checkpoints '
+                '(run.keep_checkpoints) or attach the frames as a dataset instead of carrying them (frame-cache/)')
+    print(line)
+    return gb
+
+def prepare_frames(cfg: Config, progress: bool = True):
+    "(train, val) frames of the session, loaded (rendered, mirrored, cached) before the session's budget starts; stops if the game cannot render."
+    from vqvae_kaggle.data import load_splits
+    from vqvae_kaggle.minecraft import MinecraftUnavailable
+    try: return load_splits(cfg, progress=progress)
+    except MinecraftUnavailable as e:
+        stop(f'Minecraft cannot be rendered in this kernel: {e}\nFix, either: attach a frame dataset (`vqvae-kaggle frames publish '
+             '--id <you>/minecraft-frames` on your machine, then push again), or set FALLBACK=\'crafter\' to train on Crafter, '
+             'knowingly. Nothing was trained.')
+
 def _running_version() -> str:
     "The version (with the digest of the files) of the vqvae_kaggle that runs."
     import vqvae_kaggle
@@ -330,30 +444,54 @@ def _running_version() -> str:
 def run_session(cfg: Config, paths: KagglePaths, previous: str | None = None, require_previous: bool = False, fresh: bool = False,
                 session_hours: float = 12.0, margin_minutes: float = 20.0, budget_minutes: float | None = None,
                 started_at: float | None = None, lpips_model=None, splits=None, progress: bool = True, download=None,
-                gpus='1') -> dict:
+                gpus='1', timeout_seconds: float | None = None, quota_hours_left: float | None = None,
+                session_token: str | None = None) -> dict:
     """Train for one session: resume from the newest checkpoint found, stop before the session's deadline; returns the trainer's summary.
     With more than one GPU (`gpus='auto'` or a number), the session runs under torchrun, one process per GPU."""
     from vqvae_kaggle.distributed import resolve_nproc
     cfg = config_from_dict(config_to_dict(cfg))   # a private copy
     out = Path(cfg.run.out_dir)
+    hours, why = session_limit_hours(session_hours, timeout_seconds, quota_hours_left)
+    if hours < session_hours: print(f'session: limited to {hours:.2f} h by {why}')
     resume_dirs = [] if fresh else find_resume_dirs(paths, previous, require_previous, download)
+    # the frames first, before the budget's clock and before any rank waits at a barrier: rendering can take a while
+    adopt_frame_cache(resume_dirs, cfg.data.cache_dir)
+    if splits is None: splits = prepare_frames(cfg, progress)
+    origin = splits[0].origin
+    if origin and origin['trained'] != cfg.data.source:          # a fallback the parameters allowed: train what was loaded
+        cfg = apply_overrides(cfg, [f"data.source={origin['trained']}", 'data.fallback_source=null'])
+    kept = keep_frame_cache(cfg.data.cache_dir, out / FRAME_CACHE)
+    if kept: print(f'frame cache: {len(kept)} rendered set(s) kept in {out / FRAME_CACHE} for the next session')
+    report_output_size(paths.working)
     budget = budget_minutes if budget_minutes is not None else cfg.run.budget_minutes
     nproc = resolve_nproc(gpus)
-    if nproc > 1: summary, resumed_from, session_budget = _run_distributed(cfg, out, resume_dirs, fresh, nproc, session_hours,
-                                                                           margin_minutes, started_at, budget)
+    if nproc > 1:
+        if lpips_model is not None:      # the ranks build their own: the front end's copy must not hold memory on cuda:0
+            lpips_model.to('cpu'); _empty_cuda_cache()
+        summary, resumed_from, session_budget = _run_distributed(cfg, out, resume_dirs, fresh, nproc, hours, margin_minutes,
+                                                                 started_at, budget)
     else:
         from vqvae_kaggle.train import Trainer
         trainer = Trainer(cfg, out_dir=out, resume_dirs=resume_dirs, fresh=fresh, lpips_model=lpips_model, splits=splits, progress=progress)
         resumed_from = trainer.resumed_from
         if resumed_from is not None: _carry_history(resumed_from, out)
         # computed now, after installs and data loading: the session's clock started with the kernel
-        session_budget = session_budget_minutes(session_hours, margin_minutes, started_at, budget_minutes=budget)
-        _say_budget(session_budget, session_hours, margin_minutes)
+        session_budget = session_budget_minutes(hours, margin_minutes, started_at, budget_minutes=budget)
+        _say_budget(session_budget, hours, margin_minutes)
         summary = trainer.fit(budget_minutes=session_budget)
+    # what this session was and trained on, where the workstation reads it (`kernel status`, `chain`)
+    summary.update(data=origin or summary.get('data'), session_token=session_token)
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
     record = dict(time=time.time(), kind=paths.kind, package=_running_version(), resumed_from=str(resumed_from or ''), processes=nproc,
-                  budget_minutes=round(session_budget, 2), **{k: summary[k] for k in ('stopped', 'step', 'epochs_done', 'session_seconds')})
+                  budget_minutes=round(session_budget, 2), session_hours=round(hours, 3), session_token=session_token,
+                  data=summary['data'], **{k: summary[k] for k in ('stopped', 'step', 'epochs_done', 'session_seconds')})
     with open(out / 'sessions.jsonl', 'a') as f: f.write(json.dumps(record) + '\n')
+    report_output_size(paths.working)
     return summary
+
+def _empty_cuda_cache() -> None:
+    import torch
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 def _carry_history(resumed_from, out: Path) -> None:
     copied = carry_over_history(resumed_from, out)
@@ -383,7 +521,10 @@ def _run_distributed(cfg: Config, out: Path, resume_dirs, fresh: bool, nproc: in
 def show_session(summary: dict) -> None:
     "The run's newest sample grids (inline in a notebook) and its metric curves."
     from vqvae_kaggle.viz import browse_grids, plot_metrics, show_image
+    o = summary.get('data') or {}
     print(f"stopped: {summary['stopped']} at epoch {summary['epochs_done']}, step {summary['step']}; checkpoint {summary['checkpoint']}")
+    if o.get('fallback'): print(f"WARNING: this session trained on {o['trained']!r}, not {o['requested']!r}: {o['fallback']}")
+    elif o: print(f"data: {o['description']}")
     browse_grids(summary['out_dir'], widgets=False)   # static images: they stay in the saved notebook
     log = Path(summary['out_dir']) / 'metrics.jsonl'
     keys = ['loss', 'mse', 'psnr', 'usage', 'perplexity']

@@ -140,9 +140,14 @@ def open_source(cfg: Config, source: str | None = None, skip_first: int = 0, fra
     if skip_first < 0 or frame_gap < 1: raise TokensError(f'need skip_first >= 0 and frame_gap >= 1, got {skip_first}, {frame_gap}')
     if source in _data.RENDERED_SOURCES:
         d = replace(cfg.data, source=source, skip_first=skip_first, frame_gap=frame_gap, max_frames=None, val_source=None)
-        parts = [p for p in _data._splits(replace(cfg, data=d), progress) if len(p)]    # training worlds, then held-out ones
+        parts = [p for p in _data.load_splits(replace(cfg, data=d), progress) if len(p)]    # training worlds, then held-out ones
         src = token_source(parts, skip_first, frame_gap, rendered=True)
         fingerprint = _rendered_info(cfg, src.names)
+    elif (m := _data.frame_dataset_manifest(source)) is not None:   # rendered elsewhere: its frames are what they are
+        d = replace(cfg.data, source=source, skip_first=skip_first, frame_gap=frame_gap, max_frames=None, val_source=None)
+        parts = [p for p in _data.load_frame_dataset(source, d, progress) if len(p)]
+        src = token_source(parts, skip_first, frame_gap)
+        fingerprint = dict(frame_dataset=_data.describe_frame_dataset(m), frames_sha256=m['content_hash'])
     else:
         d = replace(cfg.data, source=source, skip_first=0, frame_gap=1, max_frames=None, val_source=None)
         fs, m = _data.source_frames(source, d, cfg.run.seed, progress)
@@ -151,7 +156,8 @@ def open_source(cfg: Config, source: str | None = None, skip_first: int = 0, fra
         src = token_source([fs], skip_first, frame_gap)
         d = replace(d, skip_first=skip_first, frame_gap=frame_gap)
     if not len(src): raise TokensError(f'{source}: no frames left to tokenize (skip_first={skip_first}, frame_gap={frame_gap})')
-    src.info = dict(spec=source, kind='rendered' if source in _data.RENDERED_SOURCES else 'file', fingerprint=fingerprint,
+    kind = 'rendered' if source in _data.RENDERED_SOURCES else 'frame-dataset' if 'frame_dataset' in fingerprint else 'file'
+    src.info = dict(spec=source, kind=kind, fingerprint=fingerprint,
                     data=config_to_dict(replace(cfg, data=d))['data'])
     return src
 

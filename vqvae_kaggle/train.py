@@ -291,6 +291,11 @@ class Trainer:
             splits = load_splits(cfg, progress=self.progress)
             if self.dist.is_main: barrier(self.dist)
         self.train_set, self.val_set = splits
+        # what was loaded: a fallback game is recorded as the source trained, everywhere the config goes
+        self.data_origin = self.train_set.origin or dict(requested=cfg.data.source, trained=cfg.data.source, game=None,
+                                                         fallback=None, description='frames given by the caller')
+        if self.data_origin['trained'] != cfg.data.source:
+            cfg = self.cfg = replace(cfg, data=replace(cfg.data, source=self.data_origin['trained'], fallback_source=None))
         # optim.batch_size is per process: each rank takes its share of the same global permutation
         self.loader = BatchLoader(self.train_set.frames, cfg.optim.batch_size, device=self.device, seed=cfg.run.seed,
                                   hflip=cfg.data.hflip, rank=self.dist.rank, world_size=self.dist.world_size)
@@ -621,7 +626,11 @@ class Trainer:
                       + (f' (ramp {c.adv_warmup} steps)' if c.adv_warmup else '') + f', lr {c.disc_lr or cfg.optim.lr:g}')
 
             print(f'device: {card}; precision {self.precision.name}' + (f"; {', '.join(on)}" if on else ''))
+            o = self.data_origin
+            print(f"data: {o['description']}" if not o['fallback'] else
+                  f"WARNING: TRAINING ON {o['trained']!r}, NOT {o['requested']!r} ({o['fallback']}); recorded in config.json, summary.json and wandb")
             self.tracker.note('runtime', info)
+            self.tracker.note('data_origin', o)   # 'data' is the config section's name in wandb
         return info
 
     def fit(self, budget_minutes: float | None = None) -> dict:
@@ -681,7 +690,7 @@ class Trainer:
         timing['outside_steps_share'] = round(1 - self.timing['steps'] / session, 4) if session > 0 else None
         summary = dict(name=cfg.name, stopped=stop, epochs_done=self.epoch, step=self.step, step_in_epoch=self.step_in_epoch,
                        session_seconds=round(session, 1), skipped_steps=self.health.skipped_steps,
-                       alerts=self.health.alerts, val=last_val, checkpoint=str(ckpt), out_dir=str(self.out),
+                       alerts=self.health.alerts, val=last_val, checkpoint=str(ckpt), out_dir=str(self.out), data=self.data_origin,
                        runtime={**runtime, 'threads': torch.get_num_threads()}, timing=timing,
                        samples=sorted(str(p) for p in (self.out / 'samples').glob('*.png'))[-2:])
         if self.dist.is_main: (self.out / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
