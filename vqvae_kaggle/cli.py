@@ -19,10 +19,11 @@ from .tokens import tokenize, decode, TokensError
 from .losses import LPIPSUnavailable, BACKBONE_FILES
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
-from .kaggle_client import add_kernel_parser, run_kernel_command
+from .kaggle_client import add_kernel_parser, run_kernel_command, KaggleError, MetadataError
+from .data import RENDERED_SOURCES
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'presets_table', 'main']
+__all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'presets_table', 'run_frames_command', 'main']
 
 # %% ../nbs/11_cli.ipynb #0ce5c605
 def config_from_args(args) -> Config:
@@ -105,6 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file or a run folder')
     x.add_argument('--out', required=True, help='output path; writes <out>.safetensors and its config')
 
+    f = sub.add_parser('frames', help="render a game's worlds into a frame dataset; publish it as a Kaggle dataset for the kernel")
+    fsub = f.add_subparsers(dest='frames_command', required=True)
+    for name, helptext in (('render', 'render worlds into a frame dataset folder (resumes; reuses a finished one)'),
+                           ('publish', 'render if needed, upload as a private Kaggle dataset (new, or a new version), attach it to the kernel')):
+        s = fsub.add_parser(name, help=helptext)
+        s.add_argument('dir', nargs='?', help='the frame dataset folder (default: frames/<game>-<worlds>w-<width>x<height>)')
+        s.add_argument('--game', choices=RENDERED_SOURCES, help='the game (default: minecraft)')
+        s.add_argument('--worlds', type=int, help='training worlds, seeds 0..N-1 (default: 64)')
+        s.add_argument('--val-worlds', type=int, help='held-out worlds, seeds 10000.. (default: 8)')
+        s.add_argument('--frames-per-world', type=int, help='frames of each world (default: 160)')
+        s.add_argument('--width', type=int, help='frame width (default: 128)')
+        s.add_argument('--height', type=int, help='frame height (default: 72)')
+        s.add_argument('--workers', type=int, help='rendering processes (default: one per core)')
+        s.add_argument('--no-progress', action='store_true', help='no progress bars')
+        if name == 'publish':
+            s.add_argument('--id', required=True, dest='dataset_id', help="the Kaggle dataset, 'username/slug' (slug: 6-50 characters)")
+            s.add_argument('--title', help='dataset title (default: from the slug)')
+            s.add_argument('--license', default='other', help="licence name Kaggle takes (default 'other': the frames show Mojang's textures)")
+            s.add_argument('--public', action='store_true', help='make a new dataset public (default: private)')
+            s.add_argument('--notes', help='version notes (when the dataset exists)')
+            s.add_argument('--folder', default='.', help='folder of the kernel-metadata.json the dataset is attached to (default: .)')
+            s.add_argument('--no-attach', action='store_true', help='do not add the dataset to the kernel metadata')
+
     sub.add_parser('presets', help='list the named presets')
     c = sub.add_parser('config', help='print a resolved config as JSON')
     c.add_argument('--preset', default='cpu', choices=list(PRESETS))
@@ -137,9 +161,33 @@ def _without_gpus(argv: list[str]) -> list[str]:
         out.append(a)
     return out
 
+_RENDER_DEFAULTS = dict(game='minecraft', worlds=64, val_worlds=8, frames_per_world=160, width=128, height=72)
+
+def run_frames_command(args) -> int:
+    "`vqvae-kaggle frames render|publish`: render a frame dataset (unless `publish` is given a finished one) and publish it."
+    from vqvae_kaggle.frame_datasets import frame_dataset_config, render_frame_dataset, FrameDatasetError
+    from vqvae_kaggle.data import frame_dataset_manifest
+    given = {k: getattr(args, k) for k in _RENDER_DEFAULTS if getattr(args, k) is not None}
+    o = {**_RENDER_DEFAULTS, **given}
+    folder = Path(args.dir or f"frames/{o['game']}-{o['worlds']}w-{o['width']}x{o['height']}")
+    try:
+        if args.frames_command == 'render' or given or frame_dataset_manifest(folder) is None:
+            d = frame_dataset_config(o['game'], o['worlds'], o['val_worlds'], o['frames_per_world'], o['width'], o['height'])
+            render_frame_dataset(folder, d, args.workers, progress=not args.no_progress)
+        if args.frames_command == 'publish':
+            from vqvae_kaggle.kaggle_datasets import publish_frame_dataset
+            publish_frame_dataset(folder, args.dataset_id, title=args.title, license=args.license, public=args.public,
+                                  version_notes=args.notes, attach_to=None if args.no_attach else args.folder)
+        else: print(f'frame dataset in {folder}: publish it with `vqvae-kaggle frames publish {folder} --id <you>/<slug>`')
+    except (FrameError, FrameDatasetError, KaggleError, MetadataError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == 'kernel': return run_kernel_command(args)   # reports its own errors (1: failed session, 2: other)
+    if args.command == 'frames': return run_frames_command(args)
     try:
         if args.command == 'train':
             cfg = config_from_args(args)  # validate before launching anything
