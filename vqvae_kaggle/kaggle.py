@@ -17,9 +17,9 @@ from .data import (RENDERED_SOURCES, frame_dataset_manifest, describe_frame_data
                                mirror_info, export_cache_entry)
 
 # %% auto #0
-__all__ = ['KAGGLE_ROOT', 'ROOT_ENV', 'HISTORY_FILES', 'RENDER_CHOICES', 'FRAME_CACHE', 'OUTPUT_LIMIT_GB', 'is_kaggle',
-           'KagglePaths', 'describe_runtime', 'process_started_at', 'kernel_started_at', 'SessionTimeError',
-           'session_budget_minutes', 'SessionStopped', 'stop', 'walk_files', 'previous_output_dirs',
+__all__ = ['KAGGLE_ROOT', 'ROOT_ENV', 'HISTORY_FILES', 'OFFLINE_ENV', 'RENDER_CHOICES', 'FRAME_CACHE', 'OUTPUT_LIMIT_GB',
+           'is_kaggle', 'KagglePaths', 'describe_runtime', 'process_started_at', 'kernel_started_at',
+           'SessionTimeError', 'session_budget_minutes', 'SessionStopped', 'stop', 'walk_files', 'previous_output_dirs',
            'fetch_previous_output', 'find_resume_dirs', 'carry_over_history', 'wandb_key_from_secrets', 'has_internet',
            'setup_wandb', 'required_modules', 'missing_modules', 'ensure_packages', 'find_files', 'ensure_lpips',
            'input_candidates', 'mounted_inputs', 'resolve_data_source', 'find_frame_datasets', 'carried_frame_caches',
@@ -180,8 +180,11 @@ def wandb_key_from_secrets(name: str = 'WANDB_API_KEY') -> tuple[str | None, str
         return None, f'no Kaggle secret {name!r} attached to this kernel ({type(e).__name__})'
     return (key, 'Kaggle Secrets') if key else (None, f'the Kaggle secret {name!r} is empty')
 
+OFFLINE_ENV = 'VQVAE_KAGGLE_OFFLINE'   # '1': behave as a kernel with internet off (tests; rehearsing an offline kernel)
+
 def has_internet(host: str = 'pypi.org', port: int = 443, timeout: float = 3.0) -> bool:
     "Whether `host` can be reached (a kernel may run with internet off)."
+    if os.environ.get(OFFLINE_ENV) == '1': return False
     try:
         with socket.create_connection((host, port), timeout=timeout): return True
     except OSError: return False
