@@ -409,3 +409,27 @@ def test_frontend_runs_under_papermill_with_injected_parameters(tmp_path, kaggle
     assert json.loads((kaggle_root / 'working' / 'cpu' / 'summary.json').read_text())['step'] == 6
     text = json.dumps(nb['cells'])
     assert 'LPIPS: off' in text and 'image/png' in text
+
+
+def test_distributed_session_prepares_the_frames_first_and_frees_the_front_ends_lpips(tmp_path, monkeypatch):
+    "Under torchrun the frames are cached before any rank starts (so no rank waits at a barrier while they render), and the "
+    "front end's LPIPS leaves the GPU the ranks train on."
+    import vqvae_kaggle.distributed as dist_mod
+    paths = vk.KagglePaths.under(tmp_path / 'k').ensure()
+    cfg = vk.session_config('cpu', [*TINY, 'run.epochs=1', 'data.crafter_train_seeds=1', 'data.crafter_val_seeds=1',
+                                    'data.frames_per_episode=6', 'data.workers=1'], data='crafter', paths=paths)
+    seen = {}
+    class StandInLPIPS:
+        device = 'cuda:0'
+        def to(self, device): self.device = device; return self
+    def fake_run_distributed(cfg, out, resume_dirs, fresh, nproc, hours, margin, started_at, budget):
+        seen.update(nproc=nproc, entries=sorted(p.parent.name for p in Path(cfg.data.cache_dir).glob('crafter-*/manifest.json')),
+                    lpips_device=lpips.device)
+        return dict(stopped='done', step=0, epochs_done=0, session_seconds=0.0, data=None), None, 1.0
+    monkeypatch.setattr(dist_mod, 'resolve_nproc', lambda gpus: 2)
+    monkeypatch.setattr(vk, '_run_distributed', fake_run_distributed)
+    lpips = StandInLPIPS()
+    summary = vk.run_session(cfg, paths, gpus='2', lpips_model=lpips, progress=False)
+    assert seen['nproc'] == 2 and len(seen['entries']) == 1, seen     # the frames were rendered before the launch
+    assert seen['lpips_device'] == 'cpu'
+    assert summary['data']['trained'] == 'crafter'
