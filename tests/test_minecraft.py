@@ -1,6 +1,7 @@
 """The Minecraft frame source: it renders headless here, the same seed gives the same frames, actions line up with
-frames, the split is by world, the cache is reused, and a machine without OpenGL gets one clear line and Crafter."""
-import configparser, os
+frames, the split is by world, the cache is reused, and a machine without OpenGL gets one clear line and Crafter.
+Where EGL is missing, GLX on an Xvfb of our own gives the same frames; where venv is missing, pip --target does."""
+import configparser, json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from vqvae_kaggle.data import load_splits, alt_val_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_EGL = {'__EGL_VENDOR_LIBRARY_FILENAMES': '/nonexistent/egl-vendors.json'}   # libglvnd then finds no EGL driver at all
+NO_GL = dict(NO_EGL, VQVAE_MINECRAFT_GL='egl')      # and no GLX either: only the EGL route is tried
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -79,7 +81,7 @@ def test_split_by_world_cached_with_actions(tmp_path, monkeypatch):
 
 
 def test_no_opengl_falls_back_to_crafter_in_one_line(tmp_path, monkeypatch, capsys):
-    for k, v in NO_EGL.items(): monkeypatch.setenv(k, v)
+    for k, v in NO_GL.items(): monkeypatch.setenv(k, v)
     with pytest.raises(mc.MinecraftUnavailable, match='headless OpenGL context'):
         mc.check_minecraft(progress=False)
     cfg = small(tmp_path, crafter_train_seeds=1, crafter_val_seeds=1, frames_per_episode=3)
@@ -96,7 +98,7 @@ def test_no_opengl_falls_back_to_crafter_in_one_line(tmp_path, monkeypatch, caps
 def test_cached_minecraft_frames_need_no_opengl(tmp_path, monkeypatch):
     cfg = small(tmp_path, minecraft_train_worlds=1, frames_per_episode=2)
     train, _ = load_splits(cfg, progress=False)
-    for k, v in NO_EGL.items(): monkeypatch.setenv(k, v)
+    for k, v in NO_GL.items(): monkeypatch.setenv(k, v)
     again, _ = load_splits(cfg, progress=False)                      # a finished cache is used as it is
     np.testing.assert_array_equal(again.frames, train.frames)
 
@@ -113,6 +115,98 @@ def test_the_package_never_pins_the_games_dependencies():
     reqs = cfg['DEFAULT']['requirements'].split()
     assert not [r for r in reqs if r.startswith(('pyglet', 'minecraft', 'nbtlib'))]
     assert [r for r in reqs if r.startswith('numpy')] == ['numpy>=1.24']
-    assert 'numpy==1.26.4' in mc.MINECRAFT_PACKAGES
+    assert 'numpy==1.26.4' in mc.MINECRAFT_PACKAGES and all('numpy==1.26.4' in mc.game_packages(v) for v in mc.GAME_RELEASES)
     import numpy
     assert int(numpy.__version__.split('.')[0]) >= 2, 'the project environment keeps numpy 2'
+
+
+def test_glx_on_xvfb_gives_the_egl_frames(monkeypatch):
+    "Without EGL the game draws through GLX on an Xvfb started here, and the frames are the EGL route's, byte for byte."
+    if not shutil.which('Xvfb'):
+        pytest.skip('no Xvfb on PATH (apt-get install xvfb; tools/test.sh installs it where it can): GLX route untested')
+    monkeypatch.delenv(mc._ROUTE_VAR, raising=False)               # restored afterwards: the route found here stays here
+    monkeypatch.setenv('VQVAE_MINECRAFT_GL', 'egl')
+    egl = mc.render_minecraft_episode(3, 4, 64, 36, skip_first=5, frame_gap=2)
+    monkeypatch.delenv('VQVAE_MINECRAFT_GL')
+    for k, v in NO_EGL.items(): monkeypatch.setenv(k, v)
+    assert 'llvmpipe' in mc.check_minecraft(progress=False)
+    route = mc.gl_route()
+    assert route['gl'] == 'glx' and route['display'] == mc._XVFB['display'] and mc._XVFB['proc'].poll() is None
+    glx = mc.render_minecraft_episode(3, 4, 64, 36, skip_first=5, frame_gap=2)
+    np.testing.assert_array_equal(glx.frames, egl.frames); np.testing.assert_array_equal(glx.actions, egl.actions)
+    assert mc.start_xvfb() == route['display'], 'one Xvfb per process'
+    proc = mc._XVFB['proc']; mc._stop_xvfb()
+    assert proc.poll() is not None and not mc._XVFB
+
+
+def test_no_egl_no_xvfb_names_every_step(monkeypatch):
+    "EGL fails, no Xvfb, apt-get not allowed: one error naming each step and the fix; allowed (as root): EGL is installed and tried again."
+    monkeypatch.delenv('VQVAE_MINECRAFT_GL', raising=False); monkeypatch.delenv('KAGGLE_KERNEL_RUN_TYPE', raising=False)
+    monkeypatch.setenv('VQVAE_MINECRAFT_APT', '0'); monkeypatch.delenv(mc._ROUTE_VAR, raising=False)
+    tried = []
+    def check(gl, display=None, progress=False):
+        tried.append(gl)
+        if 'installed' not in tried: raise mc.MinecraftUnavailable('opening an OpenGL context (EGL) failed (exit code 1):\nno EGL')
+        return 'llvmpipe (after apt-get)'
+    monkeypatch.setattr(mc, '_check', check)
+    monkeypatch.setattr(mc.shutil, 'which', lambda name, *a, **k: None if name == 'Xvfb' else '/usr/bin/' + name)
+    with pytest.raises(mc.MinecraftUnavailable) as e:
+        mc.gl_route(refresh=True)
+    assert 'no EGL' in str(e.value) and 'no Xvfb on PATH' in str(e.value) and 'VQVAE_MINECRAFT_APT=1' in str(e.value)
+    assert 'Fix: install the OpenGL libraries' in str(e.value)
+    monkeypatch.setattr(mc, '_apt_install_egl', lambda progress: tried.append('installed'))
+    monkeypatch.setattr(mc.os, 'geteuid', lambda: 0)
+    monkeypatch.setenv('VQVAE_MINECRAFT_APT', '1')
+    route = mc.gl_route(refresh=True)
+    assert route['gl'] == 'egl' and route['renderer'] == 'llvmpipe (after apt-get)' and tried[-2:] == ['installed', 'egl']
+
+
+def test_interpreter_from_path_when_the_running_one_has_no_wheels(tmp_path, monkeypatch):
+    "A 3.13 kernel: python3.12 on PATH is a shim that does not run, python3.11 works: the game gets 3.11; nothing fits: every fix named."
+    (tmp_path / 'python3.12').write_text('#!/bin/sh\necho "pyenv: python3.12: command not found" >&2; exit 127\n')
+    (tmp_path / 'python3.12').chmod(0o755)
+    real = Path(sys.executable)
+    monkeypatch.setenv('PATH', str(tmp_path))
+    if sys.version_info[:2] in mc.GAME_RELEASES:
+        (tmp_path / f'python{sys.version_info[0]}.{sys.version_info[1]}').symlink_to(real)
+        py, version = mc.game_interpreter(('/opt/python3.13/bin/python', (3, 13)))
+        assert py == tmp_path / f'python{sys.version_info[0]}.{sys.version_info[1]}' and version == sys.version_info[:2]
+        (tmp_path / f'python{sys.version_info[0]}.{sys.version_info[1]}').unlink()
+        mc._find_interpreter.cache_clear()                          # found once per process and PATH, normally
+    with pytest.raises(mc.MinecraftUnavailable) as e:
+        mc.game_interpreter(('/opt/python3.13/bin/python', (3, 13)))
+    msg = str(e.value)
+    assert 'wheels for Python 3.10, 3.11, 3.12' in msg and '/opt/python3.13/bin/python (3.13, running)' in msg
+    assert f'{tmp_path}/python3.12 (does not run)' in msg and 'vqvae-kaggle frames publish' in msg
+
+
+def test_venv_failure_falls_back_to_pip_target(tmp_path, monkeypatch):
+    "Where `python -m venv` fails (no ensurepip), the environment is made with pip --target in a folder of its own."
+    monkeypatch.delenv('VQVAE_MINECRAFT_ENV', raising=False); monkeypatch.delenv('VQVAE_MINECRAFT_INSTALL', raising=False)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    cmds = []
+    def run(cmd, what, timeout=900, env=None):
+        cmds.append([str(c) for c in cmd])
+        if cmd[1:3] == ['-m', 'venv']: raise mc.MinecraftUnavailable(f'{what} failed (exit code 1):\nensurepip is not available')
+        return ''
+    monkeypatch.setattr(mc, '_run', run)
+    env = mc._game_env(progress=False)
+    assert env['method'] == 'target' and [c[1:3] for c in cmds[:2]] == [['-m', 'venv'], ['-m', 'pip']]
+    assert '--target' in cmds[1] and cmds[2][1:4] == ['-I', '-S', '-c']          # installed, then imported with -S
+    stamp = json.loads((mc.minecraft_env_dir(env['version'], 'target') / '.vqvae-kaggle-ready').read_text())
+    assert stamp['method'] == 'target' and stamp['packages'] == list(mc.game_packages(env['version']))
+    assert not mc.minecraft_env_dir(env['version'], 'venv').exists(), 'the half-made venv is removed'
+    assert mc.minecraft_env_dir(env['version'], 'venv') != mc.minecraft_env_dir(env['version'], 'target')
+
+
+def test_pip_target_environment_renders_the_same_frames(tmp_path, monkeypatch):
+    "The target route for real (installs from PyPI or PIP_FIND_LINKS, ~30-70 s): the game runs with -S and gives the venv's frames."
+    venv = mc.render_minecraft_episode(2, 3, 64, 36, skip_first=4, frame_gap=2)
+    monkeypatch.setenv('VQVAE_MINECRAFT_ENV', str(tmp_path / 'env')); monkeypatch.setenv('VQVAE_MINECRAFT_INSTALL', 'target')
+    cmd = mc.minecraft_command(progress=False)
+    assert cmd[1:4] == ['-I', '-S', '-c'] and cmd[-1] == str(tmp_path / 'env' / 'site')
+    out = subprocess.run([*cmd, '-c', 'import sys, numpy; print(numpy.__version__, "site-packages" in " ".join(sys.path))'],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ['1.26.4', 'False'], 'the game sees its own numpy and no other site-packages'
+    target = mc.render_minecraft_episode(2, 3, 64, 36, skip_first=4, frame_gap=2)
+    np.testing.assert_array_equal(target.frames, venv.frames)

@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh --dev
+# The Minecraft tests also check the GLX route on a virtual X display: a fresh machine (root, apt) gets Xvfb here.
+if ! command -v Xvfb >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing xvfb with apt-get (for the Minecraft GLX test; skipped if this fails)"
+    { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends xvfb; } \
+        >/dev/null 2>&1 || true
+fi
+command -v Xvfb >/dev/null || echo "== no Xvfb: tests/test_minecraft.py skips its GLX test (apt-get install xvfb)"
 scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
 # Tools write to home folders by default: keep tests inside the scratch folder, and offline.
 export WANDB_DIR=$scratch/wandb WANDB_CACHE_DIR=$scratch/wandb-cache WANDB_CONFIG_DIR=$scratch/wandb-config WANDB_SILENT=true \

@@ -4,68 +4,284 @@
 
 # %% ../nbs/01b_minecraft.ipynb #a00fbd97
 from __future__ import annotations
-import fcntl, hashlib, importlib.util, json, os, shutil, subprocess, sys, tempfile, time
+import atexit, fcntl, functools, hashlib, importlib.util, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 from .frames import FrameError, FrameSet, preprocess
 
 # %% auto #0
-__all__ = ['MINECRAFT_PACKAGES', 'GAME_SCRIPT', 'OPENGL_FIX', 'MINECRAFT_POLICY', 'WORLD_KINDS', 'MinecraftUnavailable',
-           'minecraft_env_dir', 'minecraft_python', 'world_spec', 'render_minecraft_episode', 'render_minecraft',
-           'check_minecraft', 'game_fingerprint']
+__all__ = ['GAME_RELEASES', 'GAME_DEPENDENCIES', 'MINECRAFT_PACKAGES', 'GAME_SCRIPT', 'OPENGL_FIX', 'INSTALL_METHODS',
+           'GL_ROUTES', 'EGL_PACKAGES', 'MINECRAFT_POLICY', 'WORLD_KINDS', 'game_packages', 'MinecraftUnavailable',
+           'game_interpreter', 'minecraft_env_dir', 'minecraft_command', 'minecraft_python', 'start_xvfb',
+           'apt_allowed', 'gl_route', 'world_spec', 'render_minecraft_episode', 'render_minecraft', 'check_minecraft',
+           'game_release', 'game_fingerprint']
 
 # %% ../nbs/01b_minecraft.ipynb #98a07120
-MINECRAFT_PACKAGES = ('minecraft-python==0.31.20100130', 'numpy==1.26.4', 'pyglet==1.5.31', 'nbtlib==2.0.4')
+# Python (major, minor) -> the release of `minecraft-python` whose wheels the game's environment installs on it (the
+# package index, checked 2026-12-03: 0.31.20100130 has cp310/cp311 wheels and no sdist; 0.31.20100129 and
+# 0.31.20100128 have cp310-cp312; no release has cp313; 0.31.20100127 has no wheels). 0.31.20100129 renders the same
+# worlds as 0.31.20100130 but not byte for byte (a few pixels differ), so each Python keeps the newest release it has
+# wheels for, and cached frames are keyed by the release (`game_fingerprint`).
+# SHA-256 of world 0's first 40 frames (256x144 rendered, frame_gap 2, skip_first 20; Mesa llvmpipe, EGL or GLX):
+#   0.31.20100130 (Python 3.10, 3.11): 8f95662b7f62f2a3...   0.31.20100129 (3.10, 3.11, 3.12): 24ed6b8043f236c7...
+# (benchmarks/results/minecraft-render/releases.md has the full hashes and the commands.)
+GAME_RELEASES = {(3, 10): '0.31.20100130', (3, 11): '0.31.20100130', (3, 12): '0.31.20100129'}
+GAME_DEPENDENCIES = ('numpy==1.26.4', 'pyglet==1.5.31', 'nbtlib==2.0.4')   # the same on every Python in the table
+
+def game_packages(version: tuple = (3, 11)) -> tuple:
+    "The packages of the game's environment on Python `version` (major, minor)."
+    return (f'minecraft-python=={GAME_RELEASES[tuple(version)[:2]]}', *GAME_DEPENDENCIES)
+
+MINECRAFT_PACKAGES = game_packages((3, 11))   # the packages on Python 3.10 and 3.11
 GAME_SCRIPT = Path(importlib.util.find_spec('vqvae_kaggle.minecraft_game').origin)   # run as a script, never imported here
-OPENGL_FIX = ('install the OpenGL libraries (Debian/Ubuntu: apt-get install libegl1 libgl1 libgl1-mesa-dri), '
-              'or train on another source (data.source=crafter, or your own frames)')
+OPENGL_FIX = ('install the OpenGL libraries (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri; '
+              'or xvfb, for GLX on a virtual X display), or train on another source (data.source=crafter, or your own frames)')
 
 class MinecraftUnavailable(FrameError):
     "Minecraft frames cannot be rendered on this machine; the message says why and what fixes it."
 
-def minecraft_env_dir() -> Path:
-    "Where the game's environment lives: `$VQVAE_MINECRAFT_ENV`, else a folder per Python version in the user cache."
-    if os.environ.get('VQVAE_MINECRAFT_ENV'): return Path(os.environ['VQVAE_MINECRAFT_ENV']).expanduser()
-    cache = Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()
-    return cache / 'vqvae-kaggle' / f'minecraft-env-py{sys.version_info.major}{sys.version_info.minor}'
-
-def _env_key() -> str: return ' '.join(MINECRAFT_PACKAGES)
-
-def _run(cmd, what: str, timeout: float = 900) -> str:
-    "Run `cmd`; `MinecraftUnavailable` naming `what` and the end of its output when it fails."
-    try: p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e: raise MinecraftUnavailable(f'{what} failed: {e}') from None
+def _run(cmd, what: str, timeout: float = 900, env: dict | None = None) -> str:
+    "Run `cmd`; `MinecraftUnavailable` naming `what` and the end of its output when it fails or runs past `timeout` s."
+    try: p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired: raise MinecraftUnavailable(f'{what} failed: no answer within {timeout:.0f} s') from None
+    except OSError as e: raise MinecraftUnavailable(f'{what} failed: {e}') from None
     if p.returncode != 0:
         tail = '\n'.join((p.stdout + p.stderr).strip().splitlines()[-6:])
         raise MinecraftUnavailable(f'{what} failed (exit code {p.returncode}):\n{tail}')
     return p.stdout
 
-def minecraft_python(progress: bool = True) -> Path:
-    "The interpreter that runs the game: `$VQVAE_MINECRAFT_PYTHON`, else the environment, created on first use."
+# %% ../nbs/01b_minecraft.ipynb #ci000001
+def _version_of(python) -> tuple | None:
+    "(major, minor) of the interpreter `python`, or None when it does not run (e.g. a pyenv shim for a missing version)."
+    try: p = subprocess.run([str(python), '-c', 'import sys; print(*sys.version_info[:2])'], capture_output=True,
+                            text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired): return None
+    try: return tuple(int(x) for x in p.stdout.split()) if p.returncode == 0 else None
+    except ValueError: return None
+
+def _wheels_for() -> str: return ', '.join(f'{a}.{b}' for a, b in sorted(GAME_RELEASES))
+
+def game_interpreter(running: tuple | None = None) -> tuple[Path, tuple]:
+    "(interpreter, (major, minor)) the game's environment is built from: the running one if the game has wheels for it, else the first of python3.12, python3.11, python3.10 on PATH."
+    return _find_interpreter(tuple(running or (sys.executable, tuple(sys.version_info[:2]))), os.environ.get('PATH', ''))
+
+@functools.lru_cache(maxsize=16)
+def _find_interpreter(running: tuple, path: str) -> tuple[Path, tuple]:
+    exe, version = running
+    found = [f'{exe} ({version[0]}.{version[1]}, running)']
+    if exe and tuple(version) in GAME_RELEASES: return Path(exe), tuple(version)
+    for want in sorted(GAME_RELEASES, reverse=True):
+        found_at = shutil.which(f'python{want[0]}.{want[1]}', path=path)
+        if not found_at: continue
+        got = _version_of(found_at)
+        found.append(f'{found_at} ({"does not run" if got is None else ".".join(map(str, got))})')
+        if got == want: return Path(found_at), want
+    raise MinecraftUnavailable(
+        f"no Python here can run the game: minecraft-python has wheels for Python {_wheels_for()} only (none for 3.13 "
+        f"or later, nor has numpy 1.26, which its compiled modules need), and the interpreters found are "
+        f"{'; '.join(found)}."
+        f"\nFix: install a Python {_wheels_for()} (python3.12 on PATH is enough; or set VQVAE_MINECRAFT_PYTHON to an "
+        f"interpreter that has the game), or render the frames on a machine that has one and attach them as a Kaggle "
+        f"dataset (vqvae-kaggle frames publish)")
+
+# %% ../nbs/01b_minecraft.ipynb #ci000002
+INSTALL_METHODS = ('venv', 'target')   # tried in this order; VQVAE_MINECRAFT_INSTALL=venv|target forces one
+# The `target` route runs the game as `python -I -S -c _BOOTSTRAP <env>/site <script> <args>`: -S leaves the system's
+# site-packages (and its numpy 2) out, and the bootstrap puts the game's folder first and runs the script as __main__.
+_BOOTSTRAP = ("import runpy, sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p]; del sys.argv[:2]\n"
+              "if sys.argv[0] == '-c': exec(compile(sys.argv[1], '<string>', 'exec'), {'__name__': '__main__'})\n"
+              "else: runpy.run_path(sys.argv[0], run_name='__main__')")
+_CHECK_IMPORTS = 'import mc, pyglet, numpy; assert numpy.__version__ < "2", numpy.__file__'
+
+def _install_methods() -> tuple:
+    forced = os.environ.get('VQVAE_MINECRAFT_INSTALL', '').strip()
+    if forced and forced not in INSTALL_METHODS:
+        raise MinecraftUnavailable(f'VQVAE_MINECRAFT_INSTALL={forced!r}: expected one of {INSTALL_METHODS}')
+    return (forced,) if forced else INSTALL_METHODS
+
+def minecraft_env_dir(version: tuple | None = None, method: str = 'venv') -> Path:
+    "Where the game's environment for Python `version` installed by `method` lives: `$VQVAE_MINECRAFT_ENV`, else a folder per Python version and method in the user cache."
+    version = tuple(version or sys.version_info[:2])
+    if os.environ.get('VQVAE_MINECRAFT_ENV'):    # one folder; its stamp says what is in it (anything else is rebuilt)
+        return Path(os.environ['VQVAE_MINECRAFT_ENV']).expanduser()
+    cache = Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()
+    return cache / 'vqvae-kaggle' / f'minecraft-env-py{version[0]}{version[1]}-{method}'
+
+def _launcher(method: str, base: Path, env: Path) -> list:
+    "The command that runs a script (or `-c code`) with the game's packages, isolated from every other site-packages."
+    if method == 'venv': return [env / 'bin' / 'python', '-I']
+    return [base, '-I', '-S', '-c', _BOOTSTRAP, env / 'site']
+
+def _stamp(method: str, base: Path, version: tuple) -> str:
+    return json.dumps(dict(method=method, python=str(base), version=list(version), packages=list(game_packages(version))))
+
+def _install(method: str, base: Path, version: tuple, env: Path):
+    "Install the game's packages for `version` into `env` by `method`; `MinecraftUnavailable` naming the step that failed."
+    pkgs = game_packages(version)
+    offline = ('offline? put the wheels in a folder and set PIP_FIND_LINKS=<folder> PIP_NO_INDEX=1, or point '
+               'VQVAE_MINECRAFT_PYTHON at a Python that has them;')
+    pip = ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '-q']
+    if method == 'venv':
+        _run([base, '-m', 'venv', env], f'creating a virtual environment at {env} ({base} -m venv)', timeout=300)
+        _run([env / 'bin' / 'python', *pip, *pkgs], f'installing the game ({" ".join(pkgs)}) into {env}: {offline}')
+    else:                                         # pip's --target implies --ignore-installed: nothing is shared
+        _run([base, *pip, '--target', env / 'site', *pkgs],
+             f'installing the game ({" ".join(pkgs)}) with {base} -m pip install --target {env / "site"}: {offline}')
+    _run([*_launcher(method, base, env), '-c', _CHECK_IMPORTS], f'importing the game in {env}', timeout=120)
+
+def _game_env(progress: bool = True) -> dict:
+    "The game's environment (created on first use): dict(launcher, python, method, version, release)."
     if os.environ.get('VQVAE_MINECRAFT_PYTHON'):
         py = Path(os.environ['VQVAE_MINECRAFT_PYTHON'])
         if not py.exists(): raise MinecraftUnavailable(f'VQVAE_MINECRAFT_PYTHON={py} does not exist')
-        return py
-    env = minecraft_env_dir(); py, stamp = env / 'bin' / 'python', env / '.vqvae-kaggle-ready'
-    ready = lambda: stamp.exists() and stamp.read_text() == _env_key() and py.exists()
-    if ready(): return py
-    env.parent.mkdir(parents=True, exist_ok=True)
-    with open(env.parent / f'.{env.name}.lock', 'w') as lock:   # two processes never build it at once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready(): return py
-        if env.exists(): shutil.rmtree(env)                      # half made (interrupted) or other packages
-        if progress: print(f'creating the Minecraft renderer environment at {env} ({", ".join(MINECRAFT_PACKAGES)}); '
-                           'once per machine, about 30 s')
-        t = time.time()
-        _run([sys.executable, '-m', 'venv', env], f'creating a virtual environment at {env}')
-        _run([py, '-m', 'pip', 'install', '--disable-pip-version-check', '-q', *MINECRAFT_PACKAGES],
-             f'installing the game ({" ".join(MINECRAFT_PACKAGES)}) into {env}: offline? put the wheels in a folder and '
-             f'set PIP_FIND_LINKS=<folder> PIP_NO_INDEX=1, or point VQVAE_MINECRAFT_PYTHON at a Python that has them;')
-        _run([py, '-I', '-c', 'import mc, pyglet, numpy; assert numpy.__version__ < "2"'], f'importing the game in {env}')
-        stamp.write_text(_env_key())
-        if progress: print(f'Minecraft renderer environment ready in {time.time() - t:.0f} s')
-    return py
+        return dict(launcher=[py, '-I'], python=py, method='given', version=None, release=None)
+    base, version = game_interpreter()
+    methods = _install_methods()
+    def ready(m):
+        env = minecraft_env_dir(version, m); stamp = env / '.vqvae-kaggle-ready'
+        return env if stamp.exists() and stamp.read_text() == _stamp(m, base, version) and \
+            Path(_launcher(m, base, env)[0 if m == 'venv' else -1]).exists() else None
+    def found(m, env):
+        return dict(launcher=_launcher(m, base, env), python=env / 'bin' / 'python' if m == 'venv' else base, method=m,
+                    version=version, release=GAME_RELEASES[version])
+    for m in methods:
+        if ready(m): return found(m, ready(m))
+    failures = []
+    for m in methods:
+        env = minecraft_env_dir(version, m)
+        env.parent.mkdir(parents=True, exist_ok=True)
+        with open(env.parent / f'.{env.name}.lock', 'w') as lock:   # two processes never build it at once
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if ready(m): return found(m, env)
+            if env.exists(): shutil.rmtree(env)                      # half made (interrupted) or other packages
+            if progress: print(f'creating the Minecraft renderer environment at {env} ({", ".join(game_packages(version))}; '
+                               f'Python {version[0]}.{version[1]} from {base}, {m}); once per machine, about 30 s')
+            t = time.time()
+            try: _install(m, base, version, env)
+            except MinecraftUnavailable as e:
+                shutil.rmtree(env, ignore_errors=True)
+                # only a missing venv/ensurepip moves on to the next method: a failed download would fail there too
+                if m == 'venv' and 'creating a virtual environment' in str(e) and m != methods[-1]:
+                    failures.append(str(e)); continue
+                raise MinecraftUnavailable('\n'.join(failures + [str(e)])) from None
+            env.mkdir(parents=True, exist_ok=True)
+            (env / '.vqvae-kaggle-ready').write_text(_stamp(m, base, version))
+            if progress: print(f'Minecraft renderer environment ready in {time.time() - t:.0f} s')
+            return found(m, env)
+    raise MinecraftUnavailable('\n'.join(failures))
+
+def minecraft_command(progress: bool = True) -> list:
+    "The command (a list) that runs a script with the game's packages: append the script and its arguments."
+    return [str(c) for c in _game_env(progress)['launcher']]
+
+def minecraft_python(progress: bool = True) -> Path:
+    "The interpreter that runs the game: `$VQVAE_MINECRAFT_PYTHON`, else the environment's, created on first use (with the `target` method, the base interpreter: run it through `minecraft_command`)."
+    return Path(_game_env(progress)['python'])
+
+# %% ../nbs/01b_minecraft.ipynb #ci000003
+GL_ROUTES = ('egl', 'glx')   # VQVAE_MINECRAFT_GL=egl|glx forces one
+EGL_PACKAGES = ('libegl1', 'libegl-mesa0', 'libgl1-mesa-dri')
+_MESA_EGL = Path('/usr/share/glvnd/egl_vendor.d/50_mesa.json')
+_ROUTE_VAR = '_VQVAE_MINECRAFT_ROUTE'   # the route chosen, handed to the render workers this process spawns
+_XVFB = {}                              # the Xvfb this process started: proc, display
+
+def _gl_env(gl: str, display: str | None = None) -> dict:
+    "Environment variables of the game's process for route `gl`: Mesa's software rasteriser (the same frames on every machine), the X display for GLX."
+    env = dict(LIBGL_ALWAYS_SOFTWARE=os.environ.get('LIBGL_ALWAYS_SOFTWARE', '1'))
+    if gl == 'egl' and '__EGL_VENDOR_LIBRARY_FILENAMES' not in os.environ and _MESA_EGL.exists():
+        env['__EGL_VENDOR_LIBRARY_FILENAMES'] = str(_MESA_EGL)     # not a GPU vendor's EGL: llvmpipe everywhere
+    if gl == 'glx': env.update(DISPLAY=display, __GLX_VENDOR_LIBRARY_NAME='mesa')
+    return env
+
+def _route_key() -> str:
+    return json.dumps([os.environ.get(k) for k in ('VQVAE_MINECRAFT_GL', '__EGL_VENDOR_LIBRARY_FILENAMES',
+                                                     'VQVAE_MINECRAFT_PYTHON', 'VQVAE_MINECRAFT_ENV')])
+
+def _stop_xvfb():
+    p = _XVFB.pop('proc', None); _XVFB.clear()
+    if p is not None and p.poll() is None:
+        p.terminate()
+        try: p.wait(5)
+        except subprocess.TimeoutExpired: p.kill(); p.wait(5)
+
+def start_xvfb(width: int = 1920, height: int = 1080, timeout: float = 20) -> str:
+    "A virtual X display (`Xvfb :N`) for GLX, started once per process on a free display number and stopped at exit; returns ':N'."
+    p = _XVFB.get('proc')
+    if p is not None and p.poll() is None: return _XVFB['display']
+    exe = shutil.which('Xvfb')
+    if not exe: raise MinecraftUnavailable('starting Xvfb failed: no Xvfb on PATH\nFix: apt-get install xvfb')
+    for n in range(91, 160):
+        if Path(f'/tmp/.X11-unix/X{n}').exists() or Path(f'/tmp/.X{n}-lock').exists(): continue
+        log = tempfile.TemporaryFile()
+        p = subprocess.Popen([exe, f':{n}', '-screen', '0', f'{width}x{height}x24', '-nolisten', 'tcp'],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline and p.poll() is None and not Path(f'/tmp/.X11-unix/X{n}').exists(): time.sleep(0.05)
+        if p.poll() is None and Path(f'/tmp/.X11-unix/X{n}').exists():
+            _XVFB.update(proc=p, display=f':{n}'); atexit.register(_stop_xvfb)
+            return f':{n}'
+        if p.poll() is None:                               # no socket in time
+            p.kill(); p.wait(5)
+            raise MinecraftUnavailable(f'starting Xvfb :{n} failed: no X socket within {timeout:.0f} s\nFix: {OPENGL_FIX}')
+        # it exited: another process took :n just now; try the next number
+    raise MinecraftUnavailable(f'starting Xvfb failed: no free display number in :91-:159\nFix: {OPENGL_FIX}')
+
+def apt_allowed(apt: bool | None = None) -> bool:
+    "May `gl_route` install the EGL libraries with apt-get? `apt` if given, else `$VQVAE_MINECRAFT_APT` (1/0), else only in a Kaggle kernel."
+    if apt is not None: return bool(apt)
+    v = os.environ.get('VQVAE_MINECRAFT_APT', '').strip().lower()
+    if v: return v not in ('0', 'false', 'no', 'off')
+    return bool(os.environ.get('KAGGLE_KERNEL_RUN_TYPE'))
+
+def _apt_install_egl(progress: bool):
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    install = ['apt-get', 'install', '-y', '-q', '--no-install-recommends', *EGL_PACKAGES]
+    if progress: print(f'installing the EGL libraries ({" ".join(EGL_PACKAGES)}) with apt-get')
+    try: _run(install, 'apt-get install ' + ' '.join(EGL_PACKAGES), timeout=300, env=env)
+    except MinecraftUnavailable:                          # stale or empty package lists: update once, try again
+        _run(['apt-get', 'update', '-q'], 'apt-get update', timeout=180, env=env)
+        _run(install, 'apt-get install ' + ' '.join(EGL_PACKAGES), timeout=300, env=env)
+
+def _check(gl: str, display: str | None = None, progress: bool = False) -> str:
+    "The renderer a `--check` of route `gl` gets; `MinecraftUnavailable` with the game's last lines if none."
+    with tempfile.TemporaryDirectory(prefix='vqvae-minecraft-') as tmp:
+        env = dict(os.environ, HOME=tmp, **_gl_env(gl, display))
+        out = _run([*minecraft_command(progress), GAME_SCRIPT, '--check', '--gl', gl],
+                   f'opening an OpenGL context ({gl.upper()}{" on " + display if display else ""})', timeout=120, env=env)
+    return out.strip().splitlines()[-1]
+
+def gl_route(progress: bool = False, apt: bool | None = None, refresh: bool = False) -> dict:
+    "How the game gets OpenGL here: dict(gl='egl'|'glx', display, renderer). EGL; else GLX on an Xvfb of our own; else (if `apt_allowed`) EGL after apt-get installs it. `MinecraftUnavailable` naming every step's failure and the fix."
+    cached = os.environ.get(_ROUTE_VAR)
+    if cached and not refresh:
+        route = json.loads(cached)
+        if route.get('key') == _route_key(): return route
+    forced = os.environ.get('VQVAE_MINECRAFT_GL', '').strip().lower()
+    if forced and forced not in GL_ROUTES:
+        raise MinecraftUnavailable(f'VQVAE_MINECRAFT_GL={forced!r}: expected one of {GL_ROUTES}')
+    steps, route = [], None
+    def attempt(gl, display=None):
+        try: return dict(gl=gl, display=display, renderer=_check(gl, display, progress))
+        except MinecraftUnavailable as e: steps.append(' '.join(str(e).split('\n')[-2:])); return None
+    if forced != 'glx': route = attempt('egl')
+    if route is None and forced != 'egl':
+        if shutil.which('Xvfb'):
+            try: route = attempt('glx', start_xvfb())
+            except MinecraftUnavailable as e: steps.append(str(e).splitlines()[0])
+        else: steps.append('GLX: no Xvfb on PATH (apt-get install xvfb)')
+    if route is None and forced != 'glx' and not shutil.which('Xvfb'):
+        if not apt_allowed(apt): steps.append('apt-get: not allowed here (VQVAE_MINECRAFT_APT=1 allows it)')
+        elif os.geteuid() != 0 or not shutil.which('apt-get'): steps.append('apt-get: not root, or no apt-get')
+        else:
+            try: _apt_install_egl(progress); route = attempt('egl')
+            except MinecraftUnavailable as e: steps.append(str(e).splitlines()[0])
+    if route is None:
+        raise MinecraftUnavailable('the game cannot open an OpenGL context (headless OpenGL context: EGL; or GLX on '
+                                   'Xvfb): ' + '; '.join(steps) + f'\nFix: {OPENGL_FIX}')
+    route['key'] = _route_key()
+    os.environ[_ROUTE_VAR] = json.dumps(route)
+    return route
 
 # %% ../nbs/01b_minecraft.ipynb #d575b1b5
 MINECRAFT_POLICY = 'explore-v1'  # change when the explorer changes: cached renders are keyed by it (and by the script's hash)
@@ -81,11 +297,14 @@ def world_spec(seed: int) -> dict:
 _GL_SIGNS = ('OpenGL', 'EGL', 'libGL', 'headless')
 
 def _run_game(args: list, home: str, progress: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
-    "Run the game script with `args` in its own environment, isolated (`-I`), with `home` as its HOME."
+    "Run the game script with `args` in its own environment, isolated, by this machine's OpenGL route, with `home` as its HOME."
+    cmd = minecraft_command(progress)
+    route = gl_route(progress)
     # one rasteriser thread per world: the parallelism is across worlds (one process per core)
-    env = dict(os.environ, LP_NUM_THREADS=os.environ.get('LP_NUM_THREADS', '1'), HOME=home)
-    cmd = [minecraft_python(progress), '-I', GAME_SCRIPT, *args]
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=timeout)
+    env = dict(os.environ, LP_NUM_THREADS=os.environ.get('LP_NUM_THREADS', '1'), HOME=home,
+               **_gl_env(route['gl'], route['display']))
+    return subprocess.run([*cmd, str(GAME_SCRIPT), *map(str, args), '--gl', route['gl']], capture_output=True, text=True,
+                          env=env, timeout=timeout)
 
 def render_minecraft_episode(seed: int, frames: int, width: int = 128, height: int = 72, render_scale: int = 2,
                              resample: str = 'area', skip_first: int = 20, frame_gap: int = 2, hud: bool = False,
@@ -123,15 +342,25 @@ def render_minecraft(seeds, frames_per_episode: int = 160, width: int = 128, hei
     if not parts: raise FrameError('render_minecraft: no world seeds given')
     return FrameSet.concat(parts)
 
-def check_minecraft(progress: bool = True) -> str:
-    "The OpenGL renderer the game gets on this machine (creating the game's environment if needed); `MinecraftUnavailable` if none."
-    with tempfile.TemporaryDirectory(prefix='vqvae-minecraft-') as tmp:
-        p = _run_game(['--check'], tmp, progress, timeout=300)
-    if p.returncode != 0:
-        tail = ' '.join(p.stderr.strip().splitlines()[-2:]) or f'exit code {p.returncode}'
-        raise MinecraftUnavailable(f'the game cannot open a headless OpenGL context: {tail}\nFix: {OPENGL_FIX}')
-    return p.stdout.strip().splitlines()[-1]
+def check_minecraft(progress: bool = True, apt: bool | None = None) -> str:
+    "The OpenGL renderer the game gets on this machine (creating the game's environment and finding its OpenGL route if needed); `MinecraftUnavailable` if none."
+    minecraft_command(progress)                        # a missing interpreter or a failed install says so first
+    return gl_route(progress, apt, refresh=True)['renderer']
 
-def game_fingerprint() -> str:
-    "A hash of the renderer script and the game's packages: cached frames are keyed by it."
-    return hashlib.sha256(GAME_SCRIPT.read_bytes() + _env_key().encode()).hexdigest()[:16]
+@functools.lru_cache(maxsize=8)
+def _release_of(python: str) -> str:
+    "The release of the game installed for `python` (an interpreter named by VQVAE_MINECRAFT_PYTHON)."
+    try: return _run([python, '-I', '-c', 'import importlib.metadata as m; print(m.version("minecraft-python"))'],
+                     f'asking {python} for its minecraft-python', timeout=60).strip()
+    except MinecraftUnavailable: return 'unknown'
+
+def game_release() -> str:
+    "The release of `minecraft-python` that renders here: the one `GAME_RELEASES` pins for the game's interpreter (Python 3.12's where no interpreter fits)."
+    if os.environ.get('VQVAE_MINECRAFT_PYTHON'): return _release_of(os.environ['VQVAE_MINECRAFT_PYTHON'])
+    try: return GAME_RELEASES[game_interpreter()[1]]
+    except MinecraftUnavailable: return GAME_RELEASES[max(GAME_RELEASES)]   # frames made on Kaggle's Python still match
+
+def game_fingerprint(release: str | None = None) -> str:
+    "A hash of the renderer script, the game's release (this machine's, or `release`) and its dependencies: cached frames are keyed by it."
+    pkgs = (f'minecraft-python=={release or game_release()}', *GAME_DEPENDENCIES)
+    return hashlib.sha256(GAME_SCRIPT.read_bytes() + ' '.join(pkgs).encode()).hexdigest()[:16]
