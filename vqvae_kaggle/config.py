@@ -4,18 +4,153 @@
 
 # %% ../nbs/00_config.ipynb #07a4ce33
 from __future__ import annotations
-import dataclasses, json, types, typing
+import dataclasses, functools, json, math, re, types, typing
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SECTIONS', 'PRESETS', 'DataConfig', 'ModelConfig', 'QuantizerConfig', 'LossConfig', 'OptimConfig', 'RunConfig',
-           'Config', 'ConfigError', 'config_to_dict', 'config_from_dict', 'validate', 'save_config', 'load_config',
-           'apply_overrides', 'get_preset']
+__all__ = ['LAYOUTS', 'UPSAMPLES', 'NORMS', 'ACTIVATIONS', 'QUANTIZERS', 'GRADIENTS', 'LPIPS_NETS', 'LPIPS_UNITS', 'ADV_LOSSES',
+           'SCHEDULES', 'AMP_MODES', 'WANDB_MODES', 'SWITCHES', 'SECTIONS', 'PRESETS', 'ConfigError', 'Rule', 'one_of',
+           'at_least', 'positive', 'between', 'text', 'check_section', 'DataConfig', 'ModelConfig', 'QuantizerConfig',
+           'LossConfig', 'OptimConfig', 'RunConfig', 'Config', 'config_to_dict', 'config_from_dict', 'validate',
+           'save_config', 'load_config', 'apply_overrides', 'get_preset']
+
+# %% ../nbs/00_config.ipynb #5e1a0b02
+class ConfigError(ValueError):
+    "A config file, field or value that cannot be used."
+
+# the values each enumerated field allows, imported by the code that acts on the value
+LAYOUTS = ('auto', 'minerl', 'gamefactory', 'images', 'array')  # data.layout (read by vqvae_kaggle.frames)
+UPSAMPLES = ('nearest', 'transpose')                            # model.upsample
+NORMS = ('group', 'none')                                       # model.norm
+ACTIVATIONS = ('silu', 'relu')                                  # model.act
+QUANTIZERS = ('ema', 'fsq')                                     # quantizer.kind
+GRADIENTS = ('ste', 'rotation')                                 # quantizer.gradient
+LPIPS_NETS = ('alex', 'vgg', 'squeeze')                         # loss.lpips_net
+LPIPS_UNITS = ('steps', 'epochs')                               # loss.lpips_unit
+ADV_LOSSES = ('hinge', 'non_saturating')                        # loss.adv_loss
+SCHEDULES = ('cosine', 'linear', 'constant')                    # optim.schedule
+AMP_MODES = ('auto', 'fp16', 'bf16', 'off')                     # optim.amp
+WANDB_MODES = ('auto', 'online', 'offline', 'disabled')         # run.wandb
+SWITCHES = ('auto', 'on', 'off')                                # run.channels_last, .compile, .cudnn_benchmark, .fused_adam
+
+@dataclass(frozen=True)
+class Rule:
+    "What a field allows beyond its declared type (for a tuple: what each element allows, and how many there may be)."
+    lo: float | None = None          # numbers: lower bound (inclusive unless lo_open) ...
+    hi: float | None = None          # ... and upper bound (inclusive unless hi_open)
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()              # strings: one of these
+    pattern: str | None = None       # strings: the whole string matches this regular expression ...
+    what: str = ''                   # ... described in words
+    nonempty: bool = False           # strings: not empty
+    length: tuple = (1, None)        # tuples: at least / at most this many elements (None: no upper bound)
+    none: str = ''                   # what None means, where the type allows it
+
+    def allows(self, v) -> bool:
+        if isinstance(v, tuple):
+            lo, hi = self.length
+            return lo <= len(v) and (hi is None or len(v) <= hi) and all(self.allows(x) for x in v)
+        if isinstance(v, bool): return True
+        if isinstance(v, (int, float)):
+            return (math.isfinite(v) and (self.lo is None or (v > self.lo if self.lo_open else v >= self.lo))
+                    and (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
+        if isinstance(v, str):
+            return ((not self.choices or v in self.choices) and (not self.nonempty or bool(v.strip()))
+                    and (self.pattern is None or re.fullmatch(self.pattern, v) is not None))
+        return False
+
+    def describe(self, hint) -> str:
+        "What is allowed, in words, for a field of type `hint`."
+        optional, base = _optional(hint)
+        if typing.get_origin(base) is tuple:
+            lo, hi = self.length
+            count = f'{lo}' if lo == hi else f'{lo} or more' if hi is None else f'{lo} to {hi}'
+            text = f'{count} comma-separated values, each {self._one(typing.get_args(base)[0])}'
+        else: text = self._one(base)
+        return text + (f", or none ({self.none})" if self.none else ', or none') * optional
+
+    def _one(self, t) -> str:
+        if self.choices: return 'one of ' + ', '.join(map(repr, self.choices))
+        if self.pattern: return self.what or f'a string matching {self.pattern!r}'
+        if t is str: return 'a non-empty string' if self.nonempty else 'a string'
+        kind = 'an integer' if t is int else 'a finite number'
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        if lo and hi: return f"{kind} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        return ' '.join(p for p in (kind, lo or hi) if p)
+
+def one_of(values, **kw) -> Rule: return Rule(choices=tuple(values), **kw)
+def at_least(lo, **kw) -> Rule: return Rule(lo=lo, **kw)
+def positive(**kw) -> Rule: return Rule(lo=0, lo_open=True, **kw)
+def between(lo, hi, **kw) -> Rule: return Rule(lo=lo, hi=hi, **kw)
+def text(**kw) -> Rule: return Rule(nonempty=True, **kw)
+
+def _optional(hint) -> tuple[bool, object]:
+    "(whether `hint` allows None, the type without None)."
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return len(args) < len(typing.get_args(hint)), args[0]
+    return False, hint
+
+@functools.cache
+def _hints(cls): return typing.get_type_hints(cls)
+
+def _coerce(value, hint, where: str):
+    "Convert a JSON, command-line or Python value to the type a field declares."
+    optional, base = _optional(hint)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ('none', 'null')):
+        if optional: return None
+        raise ConfigError(f'{where} = None is not allowed: the field needs a value of type {getattr(base, "__name__", base)}')
+    if typing.get_origin(base) is tuple:
+        if isinstance(value, str): value = [v for v in value.replace('(', '').replace(')', '').split(',') if v.strip()]
+        if not isinstance(value, (list, tuple)): raise ConfigError(f'{where}: expected a list, got {value!r}')
+        inner = typing.get_args(base)[0]
+        return tuple(_coerce(v, inner, where) for v in value)
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() in ('1', 'true', 'yes', 'on'): return True
+                if value.lower() in ('0', 'false', 'no', 'off'): return False
+                raise ValueError
+            if not isinstance(value, (bool, int)): raise ValueError
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer(): raise ValueError
+            if isinstance(value, bool): raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool): raise ValueError
+            return float(value)
+        if base is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool): raise ValueError
+            return str(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f'{where}: cannot read {value!r} as {getattr(base, "__name__", base)}') from None
+    return value
+
+def check_section(section, name: str | None = None):
+    "Convert each field of a config section to its declared type and check it against its rule; `ConfigError` names the first that fails."
+    cls = type(section)
+    name = name or next((k for k, c in SECTIONS.items() if c is cls), cls.__name__)
+    for f in fields(section):
+        where, hint = f'{name}.{f.name}', _hints(cls)[f.name]
+        v = _coerce(getattr(section, f.name), hint, where)
+        rule = cls.RULES.get(f.name)
+        if v is not None and rule is not None and not rule.allows(v):
+            raise ConfigError(f'{where} = {v!r} is not allowed: {rule.describe(hint)}')
+        object.__setattr__(section, f.name, v)
+    return section
+
+class _Section:
+    "Base of the config sections: each checks its fields whenever it is made (`RULES`: field -> `Rule`; bool fields need none)."
+    RULES: typing.ClassVar[dict] = {}
+    def __post_init__(self): check_section(self)
 
 # %% ../nbs/00_config.ipynb #a6146070
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     source: str = 'minecraft'        # 'minecraft' or 'crafter' (rendered here), a .npy/.npz frame array, a video/image folder, or 'kaggle:owner/dataset'
     fallback_source: str | None = 'crafter'  # used, with one loud line, when 'minecraft' cannot render on this machine (None: stop instead)
     val_source: str | None = None    # optional separate held-out source; else split `source` by episode/world
@@ -41,9 +176,17 @@ class DataConfig:
     aug_color: float = 0.0           # ... brightness, contrast and saturation jitter by up to this much
     aug_hue: float = 0.0             # ... hue rotation by up to this fraction of a full turn (0.5: any hue), luminance kept
 
+    RULES = dict(source=text(), fallback_source=text(none='stop where minecraft cannot render'), val_source=text(none='split source'),
+                 width=at_least(1), height=at_least(1), minecraft_train_worlds=at_least(1), minecraft_val_worlds=at_least(1),
+                 render_scale=at_least(1), crafter_train_seeds=at_least(1), crafter_val_seeds=at_least(1),
+                 frames_per_episode=at_least(1), skip_first=at_least(0), frame_gap=at_least(1),
+                 val_fraction=between(0, 1, hi_open=True), max_frames=at_least(1, none='all frames'), cache_dir=text(),
+                 layout=one_of(LAYOUTS), workers=at_least(1, none='one per CPU core'), aug_scale=between(0, 0.9),
+                 aug_blur=between(0, 2), aug_color=between(0, 0.9), aug_hue=between(0, 0.5))
+
 # %% ../nbs/00_config.ipynb #c90cd496
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     channels: tuple[int, ...] = (32, 64, 128)
     res_blocks: int = 1              # residual blocks per resolution level
     embed_dim: int = 64              # width of the latent vectors the quantizer sees
@@ -51,9 +194,12 @@ class ModelConfig:
     norm: str = 'group'              # 'group' (GroupNorm) or 'none'
     act: str = 'silu'                # 'silu' or 'relu'
 
+    RULES = dict(channels=at_least(1, length=(2, None)), res_blocks=at_least(0), embed_dim=at_least(1),
+                 upsample=one_of(UPSAMPLES), norm=one_of(NORMS), act=one_of(ACTIVATIONS))
+
 # %% ../nbs/00_config.ipynb #9b706c68
 @dataclass
-class QuantizerConfig:
+class QuantizerConfig(_Section):
     kind: str = 'ema'                # 'ema' (EMA vector quantizer) or 'fsq' (finite scalar quantization)
     codebook_size: int = 1024
     decay: float = 0.99              # EMA decay of the codebook statistics
@@ -69,9 +215,13 @@ class QuantizerConfig:
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # only for kind='fsq'
     gradient: str = 'ste'            # how gradients pass the codebook lookup: 'ste' (straight-through) or 'rotation' (rotation trick; 'ema' only)
 
+    RULES = dict(kind=one_of(QUANTIZERS), codebook_size=at_least(2), decay=between(0, 1, lo_open=True, hi_open=True),
+                 eps=positive(), kmeans_iters=at_least(1), dead_threshold=at_least(0),
+                 lookup_dim=at_least(1, none='embed_dim'), fsq_levels=at_least(2), gradient=one_of(GRADIENTS))
+
 # %% ../nbs/00_config.ipynb #4beb41e5
 @dataclass
-class LossConfig:
+class LossConfig(_Section):
     mse: float = 1.0
     l1: float = 0.0
     commitment: float = 0.25
@@ -93,9 +243,15 @@ class LossConfig:
     disc_lr: float | None = None     # the discriminator's Adam learning rate (None: optim.lr)
     disc_betas: tuple[float, float] = (0.5, 0.9)
 
+    RULES = dict(mse=at_least(0), l1=at_least(0), commitment=at_least(0), lpips=at_least(0), lpips_net=one_of(LPIPS_NETS),
+                 lpips_unit=one_of(LPIPS_UNITS), lpips_start=at_least(0), lpips_step=at_least(0), lpips_every=at_least(1),
+                 lpips_max=at_least(0), adv=at_least(0), adv_loss=one_of(ADV_LOSSES), adv_start=at_least(0),
+                 adv_warmup=at_least(0), adv_max_weight=positive(), disc_layers=at_least(1), disc_channels=at_least(1),
+                 disc_lr=positive(none='optim.lr'), disc_betas=between(0, 1, hi_open=True, length=(2, 2)))
+
 # %% ../nbs/00_config.ipynb #f7b4040e
 @dataclass
-class OptimConfig:
+class OptimConfig(_Section):
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
@@ -106,9 +262,13 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     amp: str = 'auto'                # 'auto' (CUDA: bf16 on compute capability 8.0+, else fp16 with a scaler; CPU: float32), 'fp16', 'bf16', 'off'
 
+    RULES = dict(lr=positive(), betas=between(0, 1, hi_open=True, length=(2, 2)), weight_decay=at_least(0),
+                 batch_size=at_least(1), grad_clip=positive(none='no clipping'), warmup_steps=at_least(0),
+                 schedule=one_of(SCHEDULES), min_lr_ratio=between(0, 1), amp=one_of(AMP_MODES))
+
 # %% ../nbs/00_config.ipynb #68843dbe
 @dataclass
-class RunConfig:
+class RunConfig(_Section):
     seed: int = 0
     epochs: int = 1000               # upper bound; the budget usually ends the run first
     steps_per_epoch: int | None = None  # None: one pass over the training frames
@@ -138,6 +298,18 @@ class RunConfig:
     fused_adam: str = 'auto'         # 'auto' (on CUDA), 'on', 'off': Adam's fused kernel
     chained: bool = False            # a run continued over several sessions (Kaggle): the learning rate ignores each session's budget
 
+    RULES = dict(seed=at_least(0), epochs=at_least(1), steps_per_epoch=at_least(1, none='one pass over the training frames'),
+                 max_steps=at_least(0, none='no limit'), budget_minutes=positive(none='no budget: run all epochs'),
+                 out_dir=text(), device=Rule(pattern=r'auto|cpu|mps|cuda(:\d+)?', what="'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"),
+                 val_frames=at_least(1), sample_frames=at_least(1),
+                 eval_every_steps=positive(none='not by steps'), eval_every_minutes=positive(none='not by time'),
+                 checkpoint_every_steps=positive(none='not by steps'), checkpoint_every_minutes=positive(none='not by time'),
+                 keep_checkpoints=at_least(1), log_every=at_least(1), backoff_after_skips=at_least(1),
+                 rollback_after_skips=at_least(1), max_rollbacks=at_least(0), collapse_min_usage=between(0, 1),
+                 collapse_min_spread=between(0, 1), wandb=one_of(WANDB_MODES), wandb_project=text(),
+                 threads=at_least(1, none='the cores other processes leave free'),
+                 channels_last=one_of(SWITCHES), compile=one_of(SWITCHES), cudnn_benchmark=one_of(SWITCHES), fused_adam=one_of(SWITCHES))
+
 # %% ../nbs/00_config.ipynb #4c0512f7
 SECTIONS = dict(data=DataConfig, model=ModelConfig, quantizer=QuantizerConfig, loss=LossConfig,
                 optim=OptimConfig, run=RunConfig)
@@ -152,6 +324,13 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip(): raise ConfigError(f'name = {self.name!r} is not allowed: a non-empty string')
+        for sec, cls in SECTIONS.items():
+            if not isinstance(getattr(self, sec), cls):
+                raise ConfigError(f'{sec}: expected a {cls.__name__}, got {type(getattr(self, sec)).__name__}')
+        _check_across(self)
+
     @property
     def downsample(self) -> int:
         "Total stride of the encoder."
@@ -163,50 +342,16 @@ class Config:
         return self.data.width // self.downsample, self.data.height // self.downsample
 
 # %% ../nbs/00_config.ipynb #97e70523
-class ConfigError(ValueError):
-    "A config file, field or value that cannot be used."
-
 def config_to_dict(cfg: Config) -> dict:
     "Plain JSON-able dict of `cfg`."
     return json.loads(json.dumps(asdict(cfg)))
 
-def _hints(cls): return typing.get_type_hints(cls)
-
-def _coerce(value, hint, where: str):
-    "Convert a JSON or command-line value to the type a field declares."
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):  # `X | None`
-        if value is None or (isinstance(value, str) and value.lower() in ('none', 'null')): return None
-        return _coerce(value, next(a for a in args if a is not type(None)), where)
-    if origin is tuple:
-        if isinstance(value, str): value = [v for v in value.replace('(', '').replace(')', '').split(',') if v.strip()]
-        if not isinstance(value, (list, tuple)): raise ConfigError(f'{where}: expected a list, got {value!r}')
-        inner = args[0]
-        return tuple(_coerce(v, inner, where) for v in value)
-    try:
-        if hint is bool:
-            if isinstance(value, str):
-                if value.lower() in ('1', 'true', 'yes', 'on'): return True
-                if value.lower() in ('0', 'false', 'no', 'off'): return False
-                raise ValueError
-            if not isinstance(value, (bool, int)): raise ValueError
-            return bool(value)
-        if hint is int:
-            if isinstance(value, float) and not value.is_integer(): raise ValueError
-            if isinstance(value, bool): raise ValueError
-            return int(value)
-        if hint is float: return float(value)
-        if hint is str: return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f'{where}: cannot read {value!r} as {getattr(hint, "__name__", hint)}') from None
-    return value
-
 def _section_from_dict(cls, d: dict, where: str):
     if not isinstance(d, dict): raise ConfigError(f'{where}: expected a mapping, got {d!r}')
-    hints, known = _hints(cls), {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown: raise ConfigError(f'{where}: unknown field(s) {unknown}; known: {sorted(known)}')
-    return cls(**{k: _coerce(v, hints[k], f'{where}.{k}') for k, v in d.items()})
+    return cls(**d)   # the section converts and checks its own fields
 
 def _upgrade(d: dict) -> dict:
     "A config dict written by an earlier version, in today's fields: `loss.lpips_start_epoch` counted epochs."
@@ -218,6 +363,7 @@ def _upgrade(d: dict) -> dict:
 
 def config_from_dict(d: dict, base: Config | None = None) -> Config:
     "Build a `Config` from a (possibly partial) dict, on top of `base` (default: `Config()`); older dicts are upgraded."
+    if not isinstance(d, dict): raise ConfigError(f'a config must be a mapping of sections, got {type(d).__name__}')
     cfg, d = (base if base is not None else Config()), _upgrade(d)
     unknown = sorted(set(d) - set(SECTIONS) - {'name'})
     if unknown: raise ConfigError(f'unknown config section(s) {unknown}; known: {["name", *SECTIONS]}')
@@ -227,54 +373,34 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
             merged = {**asdict(getattr(cfg, sec)), **d[sec]} if isinstance(d[sec], dict) else d[sec]
             updates[sec] = _section_from_dict(cls, merged, sec)
     if 'name' in d: updates['name'] = str(d['name'])
-    return validate(replace(cfg, **updates))
+    return replace(cfg, **updates)   # checked as it is made
 
 # %% ../nbs/00_config.ipynb #00ecf280
-def validate(cfg: Config) -> Config:
-    "Raise `ConfigError` naming the first field whose value cannot work; return `cfg`."
-    m, q, d, o, r = cfg.model, cfg.quantizer, cfg.data, cfg.optim, cfg.run
-    checks = [
-        (len(m.channels) >= 2, 'model.channels needs at least two levels (one downsample)'),
-        (m.upsample in ('nearest', 'transpose'), f"model.upsample must be 'nearest' or 'transpose', got {m.upsample!r}"),
-        (m.norm in ('group', 'none'), f"model.norm must be 'group' or 'none', got {m.norm!r}"),
-        (m.act in ('silu', 'relu'), f"model.act must be 'silu' or 'relu', got {m.act!r}"),
-        (q.kind in ('ema', 'fsq'), f"quantizer.kind must be 'ema' or 'fsq', got {q.kind!r}"),
-        (q.gradient in ('ste', 'rotation'), f"quantizer.gradient must be 'ste' or 'rotation', got {q.gradient!r}"),
-        (q.gradient == 'ste' or q.kind == 'ema', "quantizer.gradient='rotation' needs quantizer.kind='ema' (FSQ rounds per channel: there is no code vector to rotate to)"),
-        (cfg.loss.adv >= 0, f'loss.adv must be >= 0, got {cfg.loss.adv}'),
-        (cfg.loss.adv_loss in ('hinge', 'non_saturating'), f"loss.adv_loss must be 'hinge' or 'non_saturating', got {cfg.loss.adv_loss!r}"),
-        (cfg.loss.disc_layers >= 1 and cfg.loss.disc_channels >= 1, 'loss.disc_layers and loss.disc_channels must be at least 1'),
-        (cfg.loss.adv_start >= 0 and cfg.loss.adv_warmup >= 0, 'loss.adv_start and loss.adv_warmup must be >= 0'),
-        (cfg.loss.lpips_net in ('alex', 'vgg', 'squeeze'), f"loss.lpips_net must be 'alex', 'vgg' or 'squeeze', got {cfg.loss.lpips_net!r}"),
+def _check_across(cfg: Config) -> None:
+    "The checks that need more than one section."
+    m, q, d = cfg.model, cfg.quantizer, cfg.data
+    down = 2 ** (len(m.channels) - 1)
+    if d.width % down or d.height % down:
+        raise ConfigError(f'data.width x data.height = {d.width}x{d.height} is not divisible by the encoder stride {down} '
+                          f'({len(m.channels) - 1} downsamples from model.channels={m.channels})')
+    if q.gradient == 'rotation' and q.kind != 'ema':
+        raise ConfigError("quantizer.gradient='rotation' needs quantizer.kind='ema' (FSQ rounds per channel: there is no code vector to rotate to)")
 
-        (q.codebook_size >= 2, 'quantizer.codebook_size must be at least 2'),
-        (0 < q.decay < 1, f'quantizer.decay must be in (0, 1), got {q.decay}'),
-        (q.lookup_dim is None or q.lookup_dim >= 1, 'quantizer.lookup_dim must be positive or None'),
-        (d.width % cfg.downsample == 0 and d.height % cfg.downsample == 0,
-         f'data.width x data.height = {d.width}x{d.height} is not divisible by the encoder stride {cfg.downsample} '
-         f'({len(m.channels) - 1} downsamples from model.channels={m.channels})'),
-        (o.amp in ('auto', 'fp16', 'bf16', 'off'), f"optim.amp must be auto/fp16/bf16/off, got {o.amp!r}"),
-        (o.batch_size >= 1, 'optim.batch_size must be at least 1'),
-        (o.lr > 0, 'optim.lr must be positive'),
-        (cfg.loss.lpips >= 0 and cfg.loss.lpips_step >= 0, 'loss.lpips and loss.lpips_step must be >= 0'),
-        (cfg.run.wandb in ('auto', 'online', 'offline', 'disabled'), f"run.wandb must be auto/online/offline/disabled, got {cfg.run.wandb!r}"),
-        (0 <= d.val_fraction < 1, 'data.val_fraction must be in [0, 1)'),
-        (d.render_scale >= 1, f'data.render_scale must be at least 1, got {d.render_scale}'),
-        (0 <= d.aug_scale <= 0.9, f'data.aug_scale must be in [0, 0.9], got {d.aug_scale}'),
-        (0 <= d.aug_blur <= 2, f'data.aug_blur must be in [0, 2], got {d.aug_blur}'),
-        (0 <= d.aug_color <= 0.9, f'data.aug_color must be in [0, 0.9], got {d.aug_color}'),
-        (0 <= d.aug_hue <= 0.5, f'data.aug_hue must be in [0, 0.5] (a fraction of a full turn), got {d.aug_hue}'),
-        (o.schedule in ('cosine', 'linear', 'constant'), f"optim.schedule must be cosine/linear/constant, got {o.schedule!r}"),
-        (0 <= o.min_lr_ratio <= 1, f'optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}'),
-        (cfg.loss.lpips_unit in ('steps', 'epochs'), f"loss.lpips_unit must be 'steps' or 'epochs', got {cfg.loss.lpips_unit!r}"),
-        *[(getattr(r, k) in ('auto', 'on', 'off'), f"run.{k} must be auto/on/off, got {getattr(r, k)!r}")
-          for k in ('channels_last', 'compile', 'cudnn_benchmark', 'fused_adam')],
-        *[(getattr(r, k) is None or getattr(r, k) > 0, f'run.{k} must be positive or None, got {getattr(r, k)}')
-          for k in ('eval_every_steps', 'eval_every_minutes', 'checkpoint_every_steps', 'checkpoint_every_minutes', 'threads')],
-    ]
-    for ok, msg in checks:
-        if not ok: raise ConfigError(msg)
+def validate(cfg: Config) -> Config:
+    "Check every field of `cfg` again (and convert it to its declared type): `ConfigError` names the first that cannot work; returns `cfg`."
+    if not isinstance(cfg, Config): raise ConfigError(f'expected a Config, got {type(cfg).__name__}')
+    for sec in SECTIONS: check_section(getattr(cfg, sec), sec)
+    cfg.__post_init__()
     return cfg
+
+def _check_rules_cover_fields() -> None:
+    "Every field of every section has a rule (bools excepted: their type is their set of values)."
+    for sec, cls in SECTIONS.items():
+        missing = [f.name for f in fields(cls) if f.name not in cls.RULES and _hints(cls)[f.name] is not bool]
+        extra = sorted(set(cls.RULES) - {f.name for f in fields(cls)})
+        if missing or extra: raise TypeError(f'{cls.__name__}.RULES: no rule for {missing}, rules for unknown fields {extra}')
+
+_check_rules_cover_fields()
 
 # %% ../nbs/00_config.ipynb #a7e14629
 def save_config(cfg: Config, path) -> Path:
@@ -283,15 +409,22 @@ def save_config(cfg: Config, path) -> Path:
     path.write_text(json.dumps(config_to_dict(cfg), indent=2) + '\n')
     return path
 
-def load_config(path) -> Config:
-    "Read a config JSON file written by `save_config` (or a partial one, on top of the defaults)."
+def load_config(path, base: Config | None = None) -> Config:
+    """Read a config JSON file written by `save_config`, or a partial one on top of the preset its `preset` key names,
+    else of `base`, else of the defaults. A `base` given as well as a `preset` key must be that preset. Errors name the file."""
     path = Path(path)
     if not path.is_file(): raise ConfigError(f'config file not found: {path}')
     try: d = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ConfigError(f'config file {path} is not valid JSON: {e}') from None
-    base = get_preset(d['preset']) if isinstance(d, dict) and 'preset' in d else None
-    if isinstance(d, dict): d = {k: v for k, v in d.items() if k != 'preset'}
-    return config_from_dict(d, base)
+    except (OSError, UnicodeDecodeError) as e: raise ConfigError(f'config file {path} cannot be read: {e}') from None
+    if not isinstance(d, dict): raise ConfigError(f'config file {path}: expected a JSON object of sections, got {type(d).__name__}')
+    try:
+        if 'preset' in d:
+            if base is not None and base.name != d['preset']:
+                raise ConfigError(f"it names preset {d['preset']!r} but preset {base.name!r} was asked for as well: keep one")
+            base = get_preset(d['preset'])
+        return config_from_dict({k: v for k, v in d.items() if k != 'preset'}, base)
+    except ConfigError as e: raise ConfigError(f'config file {path}: {e}') from None
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     "Apply `section.field=value` strings, e.g. `['optim.lr=3e-4', 'model.channels=32,64']`."
