@@ -28,7 +28,8 @@ class FakeKaggle:
     kernel itself as an invalid kernel source (with `refuse_creates` a version or not); `raises[method]` lists exceptions
     the next calls raise; `quota` is a list of (used, total) hours served in turn by quota_view; `versions=False` is a
     client whose status requests cannot name a version. Each version's summary.json names the SESSION_TOKEN injected into
-    its notebook (`tokens=False`: a front end that writes none) and holds `data(v)` as its "data" entry when given.
+    its notebook (`tokens=False`: a front end that writes none) and holds `data(v)` as its "data" entry when given; like
+    Kaggle's, the output has summary.json only once a status request has seen the version finished.
     `ignores_versions=True` is a server that answers 'owner/slug/N' about the newest version it knows, and after each push
     it knows the new version only after `stale_polls` status requests (till then: the previous version's last status and
     output), what kaggle < 2.2.5 gets (it parses the version and drops it)."""
@@ -43,6 +44,7 @@ class FakeKaggle:
         self.refuse_self, self.refuse_creates, self.reads_versions = refuse_self, refuse_creates, versions
         self.pushes, self.calls, self._left, self.refused = [], [], {}, 0
         self.tokens, self.data, self.ignores_versions, self.stale_polls, self._stale = tokens, data, ignores_versions, stale_polls, {}
+        self._finished = set()
         self.api = mock.create_autospec(api_class or KaggleApi, instance=True, spec_set=True)
         for name in ('kernels_push', 'kernels_status', 'kernels_output', 'quota_view', 'parse_kernel_string'):
             getattr(self.api, name).side_effect = getattr(self, '_' + name)
@@ -90,13 +92,14 @@ class FakeKaggle:
             return types.SimpleNamespace(status=types.SimpleNamespace(name=self._left[v][-1]), failure_message=None)
         todo = self._left[v]
         s = todo.pop(0) if len(todo) > 1 else todo[0]
+        if s in kc.TERMINAL_STATUSES: self._finished.add(v)
         enum = types.SimpleNamespace(name=s)          # kaggle 2.2.5 returns a KernelWorkerStatus enum
         return types.SimpleNamespace(status=enum, failure_message=self.failure if s == 'ERROR' else None)
 
     def _kernels_output(self, kernel, path, file_pattern=None, force=False, quiet=True):
         self._call('kernels_output', kernel, file_pattern)
         v, files = self._version(kernel), []
-        if self.summary:
+        if self.summary and v in self._finished:
             s = Path(path) / 'cpu' / 'summary.json'; s.parent.mkdir(parents=True, exist_ok=True)
             summary = dict(stopped='deadline', step=1000 * v, epochs_done=3 * v, val=dict(psnr=25.0 + v))
             token = self.pushes[v - 1].get('token') if 0 < v <= len(self.pushes) else None
@@ -152,6 +155,7 @@ def test_notebook_parameters_cover_every_cli_option():
     nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
     names = set(kc.parameter_names(nb))
     set_by_cli = set(kc._PARAM_ARGS.values()) | {'OVERRIDES', 'FRESH', 'LPIPS_DOWNLOAD', 'PREVIOUS_OUTPUT', 'REQUIRE_PREVIOUS', 'PACKAGE_WHEEL'}
+    set_by_cli |= set(kc.SESSION_PARAMETERS)           # SESSION_TOKEN, TIMEOUT_SECONDS, QUOTA_HOURS_LEFT
     assert set_by_cli <= names, set_by_cli - names
 
 
@@ -189,6 +193,8 @@ WARN = [   # what the official client only warns about (or fills with its defaul
     (dict(title='Something Else'), "title 'Something Else' has the slug 'something-else', not the id slug 'vqvae-kaggle-train'"),
     (dict(machine_shape=None), 'enable_gpu is true but machine_shape is not set: Kaggle picks its default GPU'),
     (dict(machine_shape=''), 'enable_gpu is true but machine_shape is not set: Kaggle picks its default GPU'),
+    (dict(machine_shape='NvidiaTeslaT4Highmem'), "machine_shape 'NvidiaTeslaT4Highmem' is admin-only, for Kaggle's administrators only"),
+    (dict(machine_shape='NvidiaTeslaP100'), "machine_shape 'NvidiaTeslaP100' is retired: sessions run on NvidiaTeslaT4"),
 ]
 
 
@@ -522,6 +528,169 @@ def test_an_older_client_pushes_and_names_the_version_a_feature_needs(tmp_path):
         FakeKaggle().kernels_push(str(tmp_path), no_runs=True)
 
 
+def Kaggle223():
+    "kaggle 2.2.3's (and 2.2.4's) kernels_status, verbatim but for the error handling: the version is parsed, then dropped."
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatusRequest
+    class Api(KaggleApi):
+        def kernels_status(self, kernel):
+            if kernel is None: raise ValueError("A kernel must be specified")
+            owner_slug, kernel_slug, version = self.parse_kernel_string(kernel)
+            with self.build_kaggle_client() as kaggle:
+                request = ApiGetKernelSessionStatusRequest()
+                request.user_name = owner_slug
+                request.kernel_slug = kernel_slug
+                return kaggle.kernels.kernels_api_client.get_kernel_session_status(request)
+    return Api
+
+
+def test_reads_versions_decides_from_the_request_the_client_builds(monkeypatch):
+    "kaggle 2.2.3/2.2.4 parse 'owner/slug/N' into three parts like 2.2.5 does, but their status request has no version."
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    old = Kaggle223()
+    assert len(old().parse_kernel_string(f'{KID}/3')) == 3                      # what the former check looked at
+    assert kc.status_request_version(old) is False and not kc.reads_versions(old())
+    assert kc.status_request_version(KaggleApi) is True and kc.reads_versions(KaggleApi())
+    assert not kc.reads_versions(FakeKaggle(api_class=old)) and kc.reads_versions(FakeKaggle())   # through the autospec
+    assert not kc.reads_versions(FakeKaggle(versions=False))                  # a client that does not even parse it
+    assert kc.status_request_version(FakeKaggle) is None                      # not a kaggle client class: not run
+    monkeypatch.setattr(kc, 'status_request_version', lambda cls: None)        # a layout the probe cannot run: the version number
+    for version, reads in (('2.2.4', False), ('2.2.5', True), ('2.3.0', True), (None, False)):
+        monkeypatch.setattr(kc, 'installed_version', lambda dist, v=version: v)
+        assert kc.reads_versions(KaggleApi()) is reads, version
+
+
+@pytest.fixture
+def front_end(tmp_path):
+    "A copy of the kernel whose parameters cell has SESSION_TOKEN, TIMEOUT_SECONDS and QUOTA_HOURS_LEFT (added where missing)."
+    folder = tmp_path / 'front-end'; (folder / 'kernel').mkdir(parents=True)
+    (folder / 'kernel-metadata.json').write_bytes((REPO / 'kernel-metadata.json').read_bytes())
+    nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
+    cell = nb['cells'][kc.parameters_cell(nb)]
+    missing = [k for k in kc.SESSION_PARAMETERS if k not in kc.parameter_names(nb)]
+    cell['source'] = kc._source(cell).rstrip('\n') + '\n' + ''.join(f'{k} = None\n' for k in missing)
+    (folder / 'kernel' / 'train.ipynb').write_text(json.dumps(nb))
+    return folder
+
+
+def test_each_push_carries_a_fresh_session_token_and_the_time_limit(front_end, tmp_path):
+    fake, lines = FakeKaggle(), []
+    r1 = kc.push_kernel(front_end, fake, timeout_seconds=5400, package=False, stage_dir=tmp_path / 'a', log=lines.append)
+    r2 = kc.push_kernel(front_end, fake, package=False, stage_dir=tmp_path / 'b', log=quiet)
+    p1, p2 = injected(fake.pushes[0]['nb']), injected(fake.pushes[1]['nb'])
+    assert (p1['SESSION_TOKEN'], p1['TIMEOUT_SECONDS'], fake.pushes[0]['timeout']) == (r1.token, 5400, 5400)
+    assert len(r1.token) == 32 and int(r1.token, 16) >= 0 and r2.token == p2['SESSION_TOKEN'] != r1.token
+    assert 'TIMEOUT_SECONDS' not in p2 and fake.pushes[1]['timeout'] is None
+    assert any(l.startswith(f'session token {r1.token}') for l in lines) and lines[-1].startswith(f'pushed {KID} version 1')
+    # a front end without these parameters (an older kernel/train.ipynb): pushed without them, saying what it lacks
+    old = tmp_path / 'old'; (old / 'kernel').mkdir(parents=True)
+    (old / 'kernel-metadata.json').write_bytes((REPO / 'kernel-metadata.json').read_bytes())
+    (old / 'kernel' / 'train.ipynb').write_text(json.dumps(dict(cells=[dict(
+        cell_type='code', metadata={'tags': ['parameters']}, outputs=[], execution_count=None,
+        source="# parameters\nPRESET = 'auto'\nPACKAGE_WHEEL = None\n")], metadata={}, nbformat=4, nbformat_minor=5)))
+    lines = []
+    r = kc.push_kernel(old, fake, timeout_seconds=600, package=False, stage_dir=tmp_path / 'c', log=lines.append)
+    assert r.token is None and injected(fake.pushes[2]['nb']) == {} and fake.pushes[2]['timeout'] == 600
+    assert [l.split(':')[1].split()[-2] for l in lines if l.startswith('warning: the notebook has no')] == ['SESSION_TOKEN', 'TIMEOUT_SECONDS']
+
+
+@pytest.mark.parametrize('detected', [True, False], ids=['reads_versions-wrong', 'reads_versions-right'])
+def test_chain_is_never_fooled_by_a_client_that_drops_the_version(front_end, tmp_path, monkeypatch, detected):
+    """A client that parses 'owner/slug/N' and sends no version: after each push Kaggle first answers with the previous
+    version's COMPLETE (and output, with its token). Whether or not `reads_versions` sees through the client, session k+1 is
+    pushed only after session k's own COMPLETE, with its own token in summary.json."""
+    fake = FakeKaggle(ignores_versions=True, stale_polls=2, api_class=None if detected else Kaggle223())
+    assert kc.reads_versions(fake) is detected                           # True: the worst case, only the token saves it
+    served, pushes_seen = [], []
+    status, push = fake.api.kernels_status.side_effect, fake.api.kernels_push.side_effect
+    def watch_status(kernel):
+        v = fake._version(kernel)                                          # the version this answer is about
+        r = status(kernel); served.append((len(fake.pushes), v, r.status.name)); return r
+    def watch_push(*a, **k): pushes_seen.append(list(served)); return push(*a, **k)
+    fake.api.kernels_status.side_effect, fake.api.kernels_push.side_effect = watch_status, watch_push
+    lines = []
+    out = kc.chain(3, front_end, fake, sleep=quiet, work_dir=tmp_path / 'w', log=lines.append)
+    tokens = [p['token'] for p in fake.pushes]
+    assert len(set(tokens)) == 3 and [r['summary']['session_token'] for r in out] == tokens
+    assert [r['summary']['step'] for r in out] == [1000, 2000, 3000]
+    for k in (1, 2):    # before push k+1: the last status served was version k's own COMPLETE, while k was the newest push
+        assert pushes_seen[k][-1] == (k, k, 'COMPLETE'), pushes_seen[k][-3:]
+    stale = [(n, v, s) for n, v, s in served if v < n]
+    assert stale == [(2, 1, 'COMPLETE')] * 2 + [(3, 2, 'COMPLETE')] * 2    # the stale answers were there, and not taken
+    if detected:
+        assert sum('is not the awaited session (its summary.json names session token' in l for l in lines) == 2
+
+
+def test_a_finished_status_without_this_pushs_token_is_never_the_end(front_end, tmp_path):
+    "Kaggle keeps answering with the previous version (or the session writes no token): an error after the limit, nothing pushed."
+    fake = FakeKaggle(ignores_versions=True, stale_polls=10**6)           # never learns of version 2
+    t = iter(range(0, 10**7, 600))
+    with pytest.raises(kc.KaggleError) as e:
+        kc.chain(3, front_end, fake, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'a', log=quiet)
+    t1, t2 = (p['token'] for p in fake.pushes)
+    assert f'{KID}/2: Kaggle has reported COMPLETE for' in str(e.value) and len(fake.pushes) == 2
+    assert f'not of the awaited session: its summary.json names session token {t1}, not this push\'s {t2}' in str(e.value)
+    untokened = FakeKaggle(tokens=False)
+    with pytest.raises(kc.KaggleError, match="its output has no summary.json naming a session token"):
+        kc.chain(2, front_end, untokened, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'b', log=quiet)
+    assert len(untokened.pushes) == 1
+    failed = FakeKaggle(tokens=False, statuses={1: ['RUNNING', 'ERROR']})  # a crash before summary.json: its failure stands
+    with pytest.raises(kc.KernelFailed, match='ended with ERROR'):
+        kc.chain(2, front_end, failed, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
+    stuck = FakeKaggle(); stuck.pushes.append({}); stuck._left[1] = ['COMPLETE']
+    with pytest.raises(kc.KaggleError, match=r'is still COMPLETE after 1\.0 h, and that is not the awaited session: old token'):
+        kc.wait_for_kernel(stuck, f'{KID}/1', 60, 3600, sleep=quiet, clock=lambda: next(t), log=quiet,
+                           start_timeout_seconds=10**9, stale=lambda st: 'old token')
+
+
+def test_chain_passes_the_time_limit_and_the_quota_left_to_each_session(front_end):
+    fake = FakeKaggle(quota=[(10, 30), (22.5, 30)])
+    rc, lines = cli(['kernel', 'chain', '2', '--folder', str(front_end), '--timeout-seconds', '7200'], fake)
+    assert rc == 0 and [p['timeout'] for p in fake.pushes] == [7200, 7200]
+    params = [injected(p['nb']) for p in fake.pushes]
+    assert [(p['TIMEOUT_SECONDS'], p['QUOTA_HOURS_LEFT']) for p in params] == [(7200, 20.0), (7200, 7.5)]
+    assert [l for l in lines if 'QUOTA_HOURS_LEFT' in l] == ['session 1/2: QUOTA_HOURS_LEFT=20.0 (the session ends within the GPU quota left)',
+                                                           'session 2/2: QUOTA_HOURS_LEFT=7.5 (the session ends within the GPU quota left)']
+    plain = FakeKaggle()                                                  # a client that cannot read the quota: nothing injected
+    kc.chain(1, front_end, plain, sleep=quiet, work_dir=front_end / 'w', log=quiet)
+    assert 'QUOTA_HOURS_LEFT' not in injected(plain.pushes[0]['nb'])
+
+
+def fallback_data(v):
+    "summary.json's data entry: version 2 fell back to Crafter."
+    if v == 2: return dict(requested='minecraft', trained='crafter', fallback='the Minecraft game failed to install',
+                           description='Crafter, 64x64 rendered worlds')
+    return dict(requested='minecraft', trained='minecraft', fallback=None, description='first-person Minecraft worlds')
+
+
+def test_the_trained_source_is_printed_and_a_fallback_is_loud(front_end, tmp_path):
+    fake, lines = FakeKaggle(data=fallback_data), []
+    kc.chain(2, front_end, fake, sleep=quiet, work_dir=tmp_path / 'w', log=lines.append)
+    done = [l for l in lines if ' complete: ' in l]
+    assert done[0].startswith('session 1/2 complete: stopped (deadline) at epoch 3, step 1000, val PSNR 26.00 dB, trained on minecraft')
+    assert ', trained on crafter (' in done[1]
+    assert lines[-1] == 'WARNING: trained on crafter, not minecraft (the Minecraft game failed to install)'
+    assert sum(l.startswith('WARNING') for l in lines) == 1
+    rc, out = cli(['kernel', 'status', f'{KID}/2'], fake)
+    assert rc == 0 and out == [f'{KID}/2: COMPLETE', f'{KID}/2: trained on crafter: Crafter, 64x64 rendered worlds',
+                               f'{KID}/2: WARNING: trained on crafter, not minecraft (the Minecraft game failed to install)']
+    assert cli(['kernel', 'status', f'{KID}/1'], fake)[1][1:] == [f'{KID}/1: trained on minecraft: first-person Minecraft worlds']
+    rc, out = cli(['kernel', 'output', f'{KID}/2', '--path', str(tmp_path / 'o')], fake)
+    assert rc == 0 and out[1:] == ['cpu/summary.json: trained on crafter: Crafter, 64x64 rendered worlds',
+                                   'cpu/summary.json: WARNING: trained on crafter, not minecraft (the Minecraft game failed to install)']
+    offline = FakeKaggle(raises={'kernels_output': [requests.exceptions.ConnectionError('no route to host')]})
+    offline.pushes.append({}); offline._left[1] = ['COMPLETE']
+    rc, out = cli(['kernel', 'status', KID], offline)                     # the status still comes, and one line says why no more
+    assert rc == 0 and out[0] == f'{KID}: COMPLETE' and len(out) == 2 and 'summary.json not read' in out[1] and 'cannot reach Kaggle' in out[1]
+
+
+def test_admin_only_accelerator_warns(tmp_path):
+    fake, lines = FakeKaggle(), []
+    kc.push_kernel(REPO, fake, accelerator='NvidiaTeslaT4Highmem', package=False, stage_dir=tmp_path / 's', log=lines.append)
+    assert "warning: accelerator 'NvidiaTeslaT4Highmem' is admin-only, for Kaggle's administrators only" in lines[0]
+    assert fake.pushes[0]['acc'] == 'NvidiaTeslaT4Highmem'                  # a warning: Kaggle has the last word
+
+
 def test_validate_reports_the_installed_clients():
     rc, lines = cli(['kernel', 'validate', '--folder', str(REPO)])
     assert rc == 0
@@ -557,14 +726,15 @@ def cli(argv, client=None, capsys=None):
 def test_cli_commands(tmp_path, capsys):
     folder = ['--folder', str(REPO)]
     assert cli(['kernel', 'validate', *folder])[0] == 0
-    fake = FakeKaggle()
+    fake = FakeKaggle(statuses={1: ['QUEUED', 'COMPLETE']})
     rc, lines = cli(['kernel', 'push', *folder, '--preset', 'cpu', '--set', 'optim.lr=3e-4', '--lpips-weight', '0',
                      '--budget-minutes', '60', '--no-lpips-download', '--continue'], fake)
     assert rc == 0 and lines[-1].startswith(f'pushed {KID} version 1: https://www.kaggle.com/code/{KID}')
-    assert {k: v for k, v in injected(fake.pushes[0]['nb']).items() if k != 'PACKAGE_WHEEL'} == dict(
+    assert {k: v for k, v in injected(fake.pushes[0]['nb']).items() if k not in ('PACKAGE_WHEEL', 'SESSION_TOKEN')} == dict(
         PRESET='cpu', LPIPS_WEIGHT=0.0, BUDGET_MINUTES=60.0, OVERRIDES=['optim.lr=3e-4'], LPIPS_DOWNLOAD=False,
         PREVIOUS_OUTPUT=KID, REQUIRE_PREVIOUS=True)
     assert cli(['kernel', 'status', *folder], fake) == (0, [f'{KID}: QUEUED'])
+    assert cli(['kernel', 'status', f'{KID}/1'], fake) == (0, [f'{KID}/1: COMPLETE'])      # its summary.json names no data source
     rc, lines = cli(['kernel', 'output', f'{KID}/1', '--path', str(tmp_path / 'out')], fake)
     assert rc == 0 and lines == [f'2 file(s) of {KID}/1 in {tmp_path / "out"}'] and (tmp_path / 'out' / 'cpu' / 'summary.json').is_file()
     rc, lines = cli(['kernel', 'chain', '2', *folder, '--poll-seconds', '0'], FakeKaggle())

@@ -39,11 +39,25 @@ def test_kaggle_api_calls_bind():
     assert len(KaggleApi().parse_kernel_string('owner/kernel-slug/3')) == 3 and kc.reads_versions(KaggleApi())
 
 
+def test_the_status_request_probe_runs_the_installed_client():
+    """`status_request_version` runs the installed `KaggleApi.kernels_status` with a recording stand-in for
+    `build_kaggle_client()` (called without arguments, a context manager whose `.kernels.kernels_api_client
+    .get_kernel_session_status(request)` sends the request): None here would mean the client's layout changed and
+    `reads_versions` fell back to the version number."""
+    bind(KaggleApi.build_kaggle_client, object())
+    assert kc.status_request_version(KaggleApi) is True
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatusRequest
+    assert isinstance(ApiGetKernelSessionStatusRequest.version_label, property)
+    by_number = kc._vtuple(kaggle.__version__) >= kc._vtuple(kc.FEATURE_VERSIONS['version_label'])
+    assert by_number is kc.status_request_version(KaggleApi)             # the fallback agrees with the probe on this client
+
+
 def test_every_client_call_in_the_source_is_covered():
     "A new call into the client must be added above: the source is scanned for `client.<method>` calls."
     src = (REPO / 'vqvae_kaggle' / 'kaggle_client.py').read_text()
-    called = (set(re.findall(r'\bclient\.(\w+)\(', src)) | set(re.findall(r'\bclient\.(\w+),', src))) - {'kernels_push', 'kernels_status', 'kernels_output', 'quota_view',
-                                                          'parse_kernel_string'}
+    called = {m for rx in (r'\bclient\.(\w+)\(', r'\bclient\.(\w+),', r'\bcls\.(\w+)\(', r'\bprobe\.(\w+)\b')
+              for m in re.findall(rx, src)} - {'kernels_push', 'kernels_status', 'kernels_output', 'quota_view', 'parse_kernel_string',
+                                               'build_kaggle_client'}
     assert called == set(), f'calls not covered by the contract test: {called}'
     assert 'api.authenticate()' in src
 
