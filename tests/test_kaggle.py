@@ -643,6 +643,14 @@ def test_a_finished_status_without_this_pushs_token_is_never_the_end(front_end, 
                            start_timeout_seconds=10**9, stale=lambda st: 'old token')
 
 
+def test_a_summary_that_cannot_be_read_yet_is_asked_for_again(front_end, tmp_path):
+    fake, lines = FakeKaggle(raises={'kernels_output': [requests.exceptions.ConnectionError('reset'), http_error(404)]}), []
+    out = kc.chain(1, front_end, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
+    assert out[0]['summary']['session_token'] == fake.pushes[0]['token']
+    assert sum('its summary.json could not be read yet' in l for l in lines) == 1       # one line for the streak
+    assert [c[0] for c in fake.calls].count('kernels_output') == 3
+
+
 def test_chain_passes_the_time_limit_and_the_quota_left_to_each_session(front_end):
     fake = FakeKaggle(quota=[(10, 30), (22.5, 30)])
     rc, lines = cli(['kernel', 'chain', '2', '--folder', str(front_end), '--timeout-seconds', '7200'], fake)

@@ -558,7 +558,8 @@ def wait_for_kernel(client, kernel: str, poll_seconds: float = 60, timeout_secon
         if st.status != last: log(f'{kernel}: {st.status}'); last = st.status
         if st.status in ('QUEUED', 'RUNNING'): started, stale_since, why = True, None, None
         elif st.status in TERMINAL_STATUSES and started:
-            why = stale(st) if stale else None
+            try: why = stale(st) if stale else None
+            except (KaggleNetworkError, KaggleNotFound) as e: why = f'its summary.json could not be read yet ({e})'   # ask again
             if why is None: return st
             if stale_since is None:
                 stale_since = clock(); log(f'{kernel}: {st.status} is not the awaited session ({why}); still waiting')
