@@ -610,9 +610,9 @@ def data_lines(s: dict | None) -> list[str]:
     "What summary.json says was trained: the source, and a loud warning when it is not the one requested."
     d = (s or {}).get('data')
     if not isinstance(d, dict) or not d.get('trained'): return []
-    trained, requested = d['trained'], d.get('requested')
-    lines = [f'trained on {trained}' + (f": {d['description']}" if d.get('description') else '')]
-    if requested and requested != trained:
+    trained, requested, game = d['trained'], d.get('requested'), d.get('game')
+    lines = [f'trained on {trained}' + (f' ({game})' if game and game != trained else '') + (f": {d['description']}" if d.get('description') else '')]
+    if (requested and requested != trained) or d.get('fallback'):
         lines.append(f"WARNING: trained on {trained}, not {requested} ({d.get('fallback') or 'no reason given'})")
     return lines
 
