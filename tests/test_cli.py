@@ -61,7 +61,7 @@ def test_train_then_eval_on_each_source(kind, tmp_path, capsys):
 
 @pytest.mark.parametrize('args, message', [
     (['train', '--data', '/nonexistent/frames.npz'], '/nonexistent/frames.npz'),
-    (['train', '--set', 'model.upsample=bilinear'], "model.upsample must be 'nearest' or 'transpose'"),
+    (['train', '--set', 'model.upsample=bilinear'], "model.upsample = 'bilinear' is not allowed: one of 'nearest', 'transpose'"),
     (['train', '--config', '/nonexistent.json'], 'config file not found: /nonexistent.json'),
     (['eval', '--checkpoint', '/nonexistent/run'], 'no checkpoint at /nonexistent/run'),
 ])
@@ -71,10 +71,13 @@ def test_bad_arguments_get_one_clear_line(args, message, tmp_path, capsys):
     assert err.startswith('error: ') and message in err
 
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    "A folder with no frames: the error names it and says what was looked for (not merely the folder's own name, 'empty')."
     (tmp_path / 'empty').mkdir()
     assert main(['train', '--data', str(tmp_path / 'empty'), '--out', str(tmp_path / 'r'),
                  f'--set=data.cache_dir={tmp_path / "cache"}']) == 2
-    assert 'empty' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {tmp_path / "empty"}: no videos (.mp4') and 'or images (.png' in err, err
+    assert not (tmp_path / 'r' / 'checkpoints').exists()
 
 def test_tokenize_writes_a_token_folder_that_decodes_like_the_model(tmp_path, capsys):
     "A trained checkpoint whose training skipped and strode: tokenize still takes every frame, in order; decode gives the model's reconstructions."

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from .config import LossConfig
+from .config import LossConfig, choice, ADV_LOSSES
 from .quantizer import seeded_generator
 
 # %% auto #0
@@ -53,16 +53,14 @@ def receptive_field(layers: int) -> int:
 def discriminator_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     "The discriminator's loss on real and reconstructed frames' patch logits ('hinge' or 'non_saturating')."
     real, fake = real_logits.float(), fake_logits.float()
-    if kind == 'hinge': return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
-    if kind == 'non_saturating': return 0.5 * (F.softplus(-real).mean() + F.softplus(fake).mean())
-    raise ValueError(f"adversarial loss must be 'hinge' or 'non_saturating', got {kind!r}")
+    if choice(kind, ADV_LOSSES, 'loss.adv_loss') == 'hinge': return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+    return 0.5 * (F.softplus(-real).mean() + F.softplus(fake).mean())   # 'non_saturating'
 
 def generator_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
     "The generator's adversarial loss on its reconstructions' patch logits."
     fake = fake_logits.float()
-    if kind == 'hinge': return -fake.mean()
-    if kind == 'non_saturating': return F.softplus(-fake).mean()
-    raise ValueError(f"adversarial loss must be 'hinge' or 'non_saturating', got {kind!r}")
+    if choice(kind, ADV_LOSSES, 'loss.adv_loss') == 'hinge': return -fake.mean()
+    return F.softplus(-fake).mean()   # 'non_saturating'
 
 # %% ../nbs/05a_adversarial.ipynb #bb99de8e
 def discriminator_active(cfg: LossConfig, step: int) -> bool:

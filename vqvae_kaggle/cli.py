@@ -23,16 +23,14 @@ from .kaggle_client import add_kernel_parser, run_kernel_command, KaggleError, M
 from .data import RENDERED_SOURCES
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'config_from_args', 'build_parser', 'presets_table', 'run_frames_command', 'main']
+__all__ = ['USER_ERRORS', 'config_from_args', 'count', 'existing_folders', 'build_parser', 'presets_table', 'run_frames_command',
+           'main']
 
 # %% ../nbs/11_cli.ipynb #0ce5c605
 def config_from_args(args) -> Config:
-    cfg = get_preset(args.preset)
-    if args.config:
-        d = json.loads(Path(args.config).read_text()) if Path(args.config).is_file() else None
-        if d is None: raise ConfigError(f'config file not found: {args.config}')
-        d.pop('preset', None)
-        cfg = config_from_dict(d, cfg)
+    "The config of `train`: preset, --config file, dedicated flags, then --set overrides, each checked as it is applied."
+    if args.config: cfg = load_config(args.config, get_preset('cpu'), preset=args.preset)
+    else: cfg = get_preset(args.preset or 'cpu')
     sets = []
     if args.data: sets.append(f'data.source={args.data}')
     if getattr(args, 'val_data', None): sets.append(f'data.val_source={args.val_data}')
@@ -40,17 +38,35 @@ def config_from_args(args) -> Config:
     if args.out: sets.append(f'run.out_dir={args.out}')
     return apply_overrides(cfg, sets + list(args.set or []))
 
+def count(least: int):
+    "An argparse type: an integer of at least `least`, else an error that names the value."
+    def parse(text: str) -> int:
+        try: v = int(text)
+        except ValueError: raise argparse.ArgumentTypeError(f'expected an integer >= {least}, got {text!r}') from None
+        if v < least: raise argparse.ArgumentTypeError(f'expected an integer >= {least}, got {v}')
+        return v
+    parse.__name__ = f'integer >= {least}'
+    return parse
+
+def existing_folders(folders) -> list[Path]:
+    "Each of `folders` as a Path; a missing one is an error (a typo must not start a fresh run)."
+    for f in folders:
+        if not Path(f).is_dir():
+            raise FileNotFoundError(f'--resume-from {f}: no such folder' + (' (it is a file: give the folder that holds the checkpoints)'
+                                                                              if Path(f).exists() else '') + '; nothing was started')
+    return [Path(f) for f in folders]
+
 # %% ../nbs/11_cli.ipynb #33c534fc
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='vqvae-kaggle', description='Train and evaluate VQ-VAE tokenizers for game frames.')
     sub = p.add_subparsers(dest='command', required=True)
 
     t = sub.add_parser('train', help='train a tokenizer (continues from the newest checkpoint in --out)')
-    t.add_argument('--preset', default='cpu', choices=list(PRESETS), help='named configuration (default: cpu)')
+    t.add_argument('--preset', choices=list(PRESETS), help="named configuration (default: the config file's 'preset', else cpu)")
     t.add_argument('--config', help='JSON config file applied on top of the preset')
     t.add_argument('--data', help="frame source: 'minecraft' (default: rendered here), 'crafter', a .npy/.npz frame array, a folder, or kaggle:owner/dataset")
     t.add_argument('--val-data', help='separate held-out frame source')
-    t.add_argument('--budget-minutes', type=float, help='wall-clock training budget for this session')
+    t.add_argument('--budget-minutes', metavar='MINUTES', help="wall-clock training budget for this session (> 0), or 'none' for no budget")
     t.add_argument('--out', help='output folder (default: the preset run.out_dir)')
     t.add_argument('--set', action='append', metavar='SECTION.FIELD=VALUE', help='override a config field (repeatable)')
     t.add_argument('--resume-from', action='append', default=[], metavar='DIR', help='also look for checkpoints here')
@@ -70,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "Minecraft and Crafter), 'minecraft' or 'crafter' (the held-out worlds of that game: another game than "
                                                        "the run's measures generalisation), or any frame source; repeatable")
     e.add_argument('--out', help='output folder (default: <run>/eval)')
-    e.add_argument('--max-frames', type=int)
+    e.add_argument('--max-frames', type=count(1), help='evaluate the first N frames of each source (default: all)')
     e.add_argument('--device', default='auto')
 
     k = sub.add_parser('tokenize', help='codes of every frame of every episode, in order, into a folder for a world model')
@@ -78,10 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument('--data', help="a frame source (default: the checkpoint's own): 'minecraft', 'crafter', a frame array, "
                    'videos, images, a layout, kaggle:...')
     k.add_argument('--out', required=True, help='output folder (codes.npy, episode_starts.npy, frame_index.npy, actions.npy, meta.json)')
-    k.add_argument('--skip-first', type=int, default=0, help='frames skipped at the start of each episode (default 0: none)')
-    k.add_argument('--frame-gap', type=int, default=1, help='keep every k-th frame (default 1: every frame)')
-    k.add_argument('--chunk-frames', type=int, default=1024, help='frames read, encoded and recorded at a time (memory, resume unit)')
-    k.add_argument('--batch-size', type=int, default=64)
+    k.add_argument('--skip-first', type=count(0), default=0, help='frames skipped at the start of each episode (default 0: none)')
+    k.add_argument('--frame-gap', type=count(1), default=1, help='keep every k-th frame (default 1: every frame)')
+    k.add_argument('--chunk-frames', type=count(1), default=1024, help='frames read, encoded and recorded at a time (memory, resume unit)')
+    k.add_argument('--batch-size', type=count(1), default=64)
     k.add_argument('--device', default='auto')
     k.add_argument('--set', action='append', default=[], metavar='data.FIELD=VALUE',
                    help='override a data setting of the checkpoint for reading (layout, cache_dir, worlds, ...)')
@@ -94,12 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--out', help='output .npy frame array (default: <tokens>/decoded.npy)')
     d.add_argument('--video', help='also write an mp4 here')
     d.add_argument('--compare', action='store_true', help='the video shows the original frames on the left')
-    d.add_argument('--episode', type=int, help='decode only this episode (its index in the token folder)')
-    d.add_argument('--start', type=int, default=0, help='first frame (within the episode, if given)')
-    d.add_argument('--max-frames', type=int)
-    d.add_argument('--fps', type=int, default=20)
-    d.add_argument('--batch-size', type=int, default=64)
+    d.add_argument('--episode', type=count(0), help='decode only this episode (its index in the token folder)')
+    d.add_argument('--start', type=count(0), default=0, help='first frame (within the episode, if given)')
+    d.add_argument('--max-frames', type=count(1))
+    d.add_argument('--fps', type=count(1), default=20)
+    d.add_argument('--batch-size', type=count(1), default=64)
     d.add_argument('--device', default='auto')
+    d.add_argument('--allow-other-tokenizer', action='store_true',
+                   help="decode with --checkpoint even though another tokenizer made the tokens")
     d.add_argument('--no-progress', action='store_true', help='no progress bars')
 
     x = sub.add_parser('export', help='a slim tokenizer: weights and config only (safetensors), for encode/decode')
@@ -113,12 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         s = fsub.add_parser(name, help=helptext)
         s.add_argument('dir', nargs='?', help='the frame dataset folder (default: frames/<game>-<worlds>w-<width>x<height>)')
         s.add_argument('--game', choices=RENDERED_SOURCES, help='the game (default: minecraft)')
-        s.add_argument('--worlds', type=int, help='training worlds, seeds 0..N-1 (default: 64)')
-        s.add_argument('--val-worlds', type=int, help='held-out worlds, seeds 10000.. (default: 8)')
-        s.add_argument('--frames-per-world', type=int, help='frames of each world (default: 160)')
-        s.add_argument('--width', type=int, help='frame width (default: 128)')
-        s.add_argument('--height', type=int, help='frame height (default: 72)')
-        s.add_argument('--workers', type=int, help='rendering processes (default: one per core)')
+        s.add_argument('--worlds', type=count(1), help='training worlds, seeds 0..N-1 (default: 64)')
+        s.add_argument('--val-worlds', type=count(1), help='held-out worlds, seeds 10000.. (default: 8)')
+        s.add_argument('--frames-per-world', type=count(1), help='frames of each world (default: 160)')
+        s.add_argument('--width', type=count(1), help='frame width (default: 128)')
+        s.add_argument('--height', type=count(1), help='frame height (default: 72)')
+        s.add_argument('--workers', type=count(1), help='rendering processes (default: one per core)')
         s.add_argument('--no-progress', action='store_true', help='no progress bars')
         if name == 'publish':
             s.add_argument('--id', required=True, dest='dataset_id', help="the Kaggle dataset, 'username/slug' (slug: 6-50 characters)")
@@ -191,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == 'train':
             cfg = config_from_args(args)  # validate before launching anything
+            resume_dirs = existing_folders(args.resume_from)   # a typo must not start a fresh run
             nproc = resolve_nproc(args.gpus)
             if nproc > 1 and not env_dist_info().enabled:
                 return launch(nproc, _without_gpus(argv if argv is not None else sys.argv[1:]))
-            summary = Trainer(cfg, resume=not args.fresh, fresh=args.fresh, resume_dirs=args.resume_from,
+            summary = Trainer(cfg, resume=not args.fresh, fresh=args.fresh, resume_dirs=resume_dirs,
                               progress=not args.no_progress).fit()
             v = summary['val']
             if not env_dist_info().is_main: return 0
@@ -216,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.device, args.set, progress=not args.no_progress, overwrite=args.overwrite)
         elif args.command == 'decode':
             decode(args.tokens, args.out, args.checkpoint, args.video, args.compare, args.episode, args.start, args.max_frames,
-                   args.batch_size, args.device, args.fps, progress=not args.no_progress)
+                   args.batch_size, args.device, args.fps, allow_other_tokenizer=args.allow_other_tokenizer, progress=not args.no_progress)
         elif args.command == 'export':
             from vqvae_kaggle.evaluate import export_tokenizer   # the slim export lives with the loading code
             print(f'tokenizer exported to {export_tokenizer(args.checkpoint, args.out)}')

@@ -4,16 +4,16 @@
 
 # %% ../nbs/00_config.ipynb #07a4ce33
 from __future__ import annotations
-import dataclasses, functools, json, math, re, types, typing
+import dataclasses, functools, json, math, re, types, typing, warnings
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'UPSAMPLES', 'NORMS', 'ACTIVATIONS', 'QUANTIZERS', 'GRADIENTS', 'LPIPS_NETS', 'LPIPS_UNITS', 'ADV_LOSSES',
-           'SCHEDULES', 'AMP_MODES', 'WANDB_MODES', 'SWITCHES', 'SECTIONS', 'PRESETS', 'ConfigError', 'Rule', 'one_of',
-           'at_least', 'positive', 'between', 'text', 'check_section', 'DataConfig', 'ModelConfig', 'QuantizerConfig',
-           'LossConfig', 'OptimConfig', 'RunConfig', 'Config', 'config_to_dict', 'config_from_dict', 'validate',
-           'save_config', 'load_config', 'apply_overrides', 'get_preset']
+           'SCHEDULES', 'AMP_MODES', 'WANDB_MODES', 'SWITCHES', 'SECTIONS', 'PRESETS', 'ConfigError', 'Rule', 'choice',
+           'one_of', 'at_least', 'positive', 'between', 'text', 'check_section', 'DataConfig', 'ModelConfig',
+           'QuantizerConfig', 'LossConfig', 'OptimConfig', 'RunConfig', 'Config', 'config_to_dict', 'config_from_dict',
+           'validate', 'save_config', 'load_config', 'recorded_config', 'apply_overrides', 'get_preset']
 
 # %% ../nbs/00_config.ipynb #5e1a0b02
 class ConfigError(ValueError):
@@ -80,6 +80,11 @@ class Rule:
         hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
         if lo and hi: return f"{kind} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
         return ' '.join(p for p in (kind, lo or hi) if p)
+
+def choice(value, allowed: tuple, field: str):
+    "`value` if it is one of `allowed` (a tuple above), else a `ConfigError` naming `field`: code that acts on an enumerated value calls this, never an `else`."
+    if value not in allowed: raise ConfigError(f'{field} = {value!r} is not allowed: one of {", ".join(map(repr, allowed))}')
+    return value
 
 def one_of(values, **kw) -> Rule: return Rule(choices=tuple(values), **kw)
 def at_least(lo, **kw) -> Rule: return Rule(lo=lo, **kw)
@@ -409,9 +414,10 @@ def save_config(cfg: Config, path) -> Path:
     path.write_text(json.dumps(config_to_dict(cfg), indent=2) + '\n')
     return path
 
-def load_config(path, base: Config | None = None) -> Config:
-    """Read a config JSON file written by `save_config`, or a partial one on top of the preset its `preset` key names,
-    else of `base`, else of the defaults. A `base` given as well as a `preset` key must be that preset. Errors name the file."""
+def load_config(path, base: Config | None = None, preset: str | None = None) -> Config:
+    """Read a config JSON file written by `save_config`, or a partial one on top of a preset: the one its `preset` key
+    names, else `preset` (the command line's --preset; when both are given they must agree), else `base`, else the
+    defaults. Every error names the file."""
     path = Path(path)
     if not path.is_file(): raise ConfigError(f'config file not found: {path}')
     try: d = json.loads(path.read_text())
@@ -419,12 +425,27 @@ def load_config(path, base: Config | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as e: raise ConfigError(f'config file {path} cannot be read: {e}') from None
     if not isinstance(d, dict): raise ConfigError(f'config file {path}: expected a JSON object of sections, got {type(d).__name__}')
     try:
-        if 'preset' in d:
-            if base is not None and base.name != d['preset']:
-                raise ConfigError(f"it names preset {d['preset']!r} but preset {base.name!r} was asked for as well: keep one")
-            base = get_preset(d['preset'])
+        named = d.get('preset', preset)
+        if preset is not None and named != preset:
+            raise ConfigError(f'it names preset {named!r} but preset {preset!r} was asked for as well: keep one')
+        if named is not None: base = get_preset(named)
         return config_from_dict({k: v for k, v in d.items() if k != 'preset'}, base)
     except ConfigError as e: raise ConfigError(f'config file {path}: {e}') from None
+
+def recorded_config(d: dict) -> Config:
+    """The config a run recorded (in a checkpoint or its config.json), perhaps with an earlier version: run settings that
+    today's checks refuse (a budget of 0, which once meant none) fall back to their defaults with a warning, since they
+    never change the model; everything else is checked as usual."""
+    run = d.get('run') if isinstance(d, dict) else None
+    if isinstance(run, dict):
+        kept = {}
+        for k, v in run.items():
+            try: config_from_dict({'run': {k: v}}); kept[k] = v
+            except ConfigError as e:
+                if k not in {f.name for f in fields(RunConfig)}: raise
+                warnings.warn(f'recorded config: {e}; using the default {getattr(RunConfig(), k)!r}')
+        d = {**d, 'run': kept}
+    return config_from_dict(d)
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     "Apply `section.field=value` strings, e.g. `['optim.lr=3e-4', 'model.channels=32,64']`."

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 import vqvae_kaggle
-from .config import Config, config_from_dict, config_to_dict
+from .config import Config, config_from_dict, config_to_dict, recorded_config
 from .frames import FrameError, FrameSet
 from .data import load_splits, source_frames, alt_val_frames, RENDERED_SOURCES, _file_sha256 as _sha256_file
 from .model import build_tokenizer, to_model_input, to_unit, _autocast
@@ -25,10 +25,10 @@ from .viz import sample_grid, save_grid, compare_grid, probe_grid
 __all__ = ['FID_WEIGHTS_URL', 'FID_PIP', 'TEMPORAL_THRESHOLD', 'TEMPORAL_MARGIN', 'EXPORT_FORMAT', 'EXPORT_SUFFIX',
            'REPORT_COLUMNS', 'TEMPORAL_COLUMNS', 'resolve_device', 'frames_to_tensor', 'reconstruct',
            'reconstruct_unit', 'lpips_metric', 'trained_lpips_net', 'eval_lpips_net', 'fid_weights_path', 'fid_metric',
-           'FeatureMoments', 'frechet_distance', 'evaluate', 'write_samples', 'frame_pairs', 'cell_change',
-           'temporal_metrics', 'probe', 'write_probe_grid', 'resolve_checkpoint', 'export_tokenizer', 'is_export',
-           'read_export', 'load_tokenizer', 'eval_sources', 'sample_indices', 'evaluate_model', 'run_folder',
-           'run_eval', 'fmt_metric', 'markdown_table', 'comparison_rows', 'eval_markdown', 'eval_summary',
+           'FeatureMoments', 'frechet_distance', 'check_max_frames', 'evaluate', 'write_samples', 'frame_pairs',
+           'cell_change', 'temporal_metrics', 'probe', 'write_probe_grid', 'resolve_checkpoint', 'export_tokenizer',
+           'is_export', 'read_export', 'load_tokenizer', 'eval_sources', 'sample_indices', 'evaluate_model',
+           'run_folder', 'run_eval', 'fmt_metric', 'markdown_table', 'comparison_rows', 'eval_markdown', 'eval_summary',
            'checkpoint_names', 'run_eval_many']
 
 # %% ../nbs/07b_evaluate.ipynb #ebbb6529
@@ -144,6 +144,12 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return max(0.0, float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt))   # >= 0 in exact arithmetic
 
 # %% ../nbs/07b_evaluate.ipynb #b3ca7c08
+def check_max_frames(max_frames: int | None) -> int | None:
+    "`max_frames` if it is None (all frames) or positive; else a `ValueError` (a negative count must not mean 'all but the last')."
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f'max_frames must be a positive integer or None (all frames), got {max_frames!r}')
+    return max_frames
+
 @torch.no_grad()
 def evaluate(model, frames: np.ndarray, device=None, batch_size: int = 64, dtype: torch.dtype | None = None,
              max_frames: int | None = None, lpips_model: torch.nn.Module | None = None,
@@ -154,7 +160,7 @@ def evaluate(model, frames: np.ndarray, device=None, batch_size: int = 64, dtype
     device = device or next(model.parameters()).device
     if episodes is not None and len(episodes) != len(frames):
         raise ValueError(f'evaluate: {len(episodes)} episode ids for {len(frames)} frames')
-    frames = frames[:max_frames] if max_frames else frames
+    frames = frames[:check_max_frames(max_frames)]
     if len(frames) == 0: raise FrameError('no frames to evaluate')
     avg, codes = MetricAverager(), []
     real, recon = FeatureMoments(), FeatureMoments()
@@ -357,8 +363,13 @@ def load_tokenizer(checkpoint, device='cpu') -> tuple[torch.nn.Module, Config, d
         what = 'tokenizer export'
     else:
         state = load_checkpoint(path, map_location='cpu')
+        missing = [k for k in ('model', 'config') if not isinstance(state, dict) or k not in state]
+        if missing:
+            keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f'{path} is not a vqvae-kaggle checkpoint: it has no {" and no ".join(map(repr, missing))} entry '
+                                  f'(it holds {keys})')
         weights, what = state['model'], 'checkpoint'
-    try: cfg = config_from_dict(state['config'])
+    try: cfg = recorded_config(state['config'])   # written by this or an earlier version
     except Exception as e: raise CheckpointError(f'{what} {path} has no usable config: {type(e).__name__}: {e}') from None
     model = build_tokenizer(cfg)
     try: model.load_state_dict(weights, strict=True)
@@ -444,6 +455,7 @@ def run_eval(checkpoint, data: list[str] | None = None, out_dir=None, max_frames
              device: str = 'auto', batch_size: int = 64, sample_frames: int = 8, lpips=True, lpips_net: str | None = None,
              fid=True) -> dict:
     "Metrics (eval.json, eval.md), reconstruction and probe grids (PNG) of `checkpoint` (file, run folder or export) on each data source."
+    check_max_frames(max_frames)
     dev = resolve_device(device)
     model, cfg, state = load_tokenizer(checkpoint, dev)
     out = Path(out_dir) if out_dir else run_folder(state['path']) / 'eval'
@@ -550,6 +562,7 @@ def run_eval_many(checkpoints: list, data: list[str] | None = None, out_dir=None
                   names: list[str] | None = None, scale: int = 2, lpips_net: str | None = None, fid=True) -> dict:
     "Evaluate `checkpoints` on the same frames; write per-checkpoint reports, comparison.md/.json and compare grids."
     if not checkpoints: raise ValueError('run_eval_many: no checkpoints given')
+    check_max_frames(max_frames)
     names = list(names) if names else checkpoint_names(checkpoints)
     if len(names) != len(checkpoints) or len(set(names)) != len(names):
         raise ValueError(f'run_eval_many: need one distinct name per checkpoint, got {names} for {len(checkpoints)} checkpoints')

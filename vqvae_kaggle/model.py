@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import Config, ModelConfig, get_preset
+from .config import Config, ModelConfig, get_preset, choice, ACTIVATIONS, NORMS, UPSAMPLES
 from .quantizer import build_quantizer
 
 # %% auto #0
-__all__ = ['to_model_input', 'to_unit', 'to_uint8', 'norm_layer', 'act_layer', 'ResBlock', 'downsample', 'upsample', 'Encoder',
-           'Decoder', 'Tokenizer', 'build_tokenizer', 'count_parameters', 'code_dtype', 'encode_frames', 'decode_codes']
+__all__ = ['ACTIVATION_LAYERS', 'to_model_input', 'to_unit', 'to_uint8', 'norm_layer', 'act_layer', 'ResBlock', 'downsample',
+           'upsample', 'Encoder', 'Decoder', 'Tokenizer', 'build_tokenizer', 'count_parameters', 'code_dtype',
+           'encode_frames', 'decode_codes']
 
 # %% ../nbs/03_model.ipynb #9a0b2bcc
 def to_model_input(frames: torch.Tensor) -> torch.Tensor:
@@ -34,11 +35,13 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def norm_layer(kind: str, channels: int) -> nn.Module:
     """GroupNorm with the most groups (up to 32) that divide `channels` and keep at least 4 channels per group, or identity.
     (One channel per group would be InstanceNorm, which erases each image's mean colour: uniform frames come out grey.)"""
-    if kind == 'none': return nn.Identity()
+    if choice(kind, NORMS, 'model.norm') == 'none': return nn.Identity()
     groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 4 or g == 1)
     return nn.GroupNorm(groups, channels, eps=1e-6)
 
-def act_layer(kind: str) -> nn.Module: return nn.SiLU() if kind == 'silu' else nn.ReLU()
+ACTIVATION_LAYERS = dict(silu=nn.SiLU, relu=nn.ReLU)   # one per config.ACTIVATIONS
+
+def act_layer(kind: str) -> nn.Module: return ACTIVATION_LAYERS[choice(kind, ACTIVATIONS, 'model.act')]()
 
 class ResBlock(nn.Module):
     "Residual block: textbook (ReLU-conv3-ReLU-conv1) when norm='none', else norm-act-conv3 twice."
@@ -56,7 +59,7 @@ class ResBlock(nn.Module):
 def downsample(c_in: int, c_out: int) -> nn.Module: return nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)
 
 def upsample(c_in: int, c_out: int, mode: str) -> nn.Module:
-    if mode == 'transpose': return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+    if choice(mode, UPSAMPLES, 'model.upsample') == 'transpose': return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
     return nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(c_in, c_out, 3, padding=1))
 
 # %% ../nbs/03_model.ipynb #89617f9e

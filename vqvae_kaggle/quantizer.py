@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from .config import QuantizerConfig
+from .config import QuantizerConfig, choice, GRADIENTS, QUANTIZERS
 
 # %% auto #0
 __all__ = ['world_size', 'all_reduce_sum_', 'gather_global_batch', 'seeded_generator', 'init_conv1x1', 'nearest_code',
@@ -117,7 +117,7 @@ class EMAQuantizer(nn.Module):
                  fp32: bool = False, gradient: str = 'ste', seed: int = 0):
         super().__init__()
         if dim < 1 or codebook_size < 2: raise ValueError(f'EMAQuantizer: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}')
-        if gradient not in ('ste', 'rotation'): raise ValueError(f"EMAQuantizer: gradient must be 'ste' or 'rotation', got {gradient!r}")
+        choice(gradient, GRADIENTS, 'quantizer.gradient')
         self.dim, self.codebook_size, self.decay, self.eps, self.seed, self.gradient = dim, codebook_size, decay, eps, seed, gradient
         self.kmeans_init, self.kmeans_iters, self.restart_dead, self.dead_threshold = kmeans_init, kmeans_iters, restart_dead, dead_threshold
         self.l2_normalize, self.lookup_dim, self.fp32 = l2_normalize, lookup_dim, fp32
@@ -276,11 +276,10 @@ class FSQ(nn.Module):
 # %% ../nbs/04_quantizer.ipynb #9390faa7
 def build_quantizer(cfg: QuantizerConfig, dim: int, seed: int = 0) -> nn.Module:
     "The quantizer `cfg` describes, for latents with `dim` channels."
-    if cfg.kind == 'ema':
+    if choice(cfg.kind, QUANTIZERS, 'quantizer.kind') == 'ema':
         return EMAQuantizer(dim, cfg.codebook_size, decay=cfg.decay, eps=cfg.eps, kmeans_init=cfg.kmeans_init,
                             kmeans_iters=cfg.kmeans_iters, restart_dead=cfg.restart_dead, dead_threshold=cfg.dead_threshold,
                             l2_normalize=cfg.l2_normalize, lookup_dim=cfg.lookup_dim, fp32=cfg.fp32, gradient=cfg.gradient, seed=seed)
 
-    if cfg.kind == 'fsq':  # the codebook size is prod(fsq_levels); cfg.codebook_size is not used
-        return FSQ(dim, cfg.fsq_levels, decay=cfg.decay, dead_threshold=cfg.dead_threshold, fp32=cfg.fp32, seed=seed)
-    raise ValueError(f"quantizer.kind must be 'ema' or 'fsq', got {cfg.kind!r}")
+    # 'fsq': the codebook size is prod(fsq_levels); cfg.codebook_size is not used
+    return FSQ(dim, cfg.fsq_levels, decay=cfg.decay, dead_threshold=cfg.dead_threshold, fp32=cfg.fp32, seed=seed)

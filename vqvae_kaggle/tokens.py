@@ -330,7 +330,7 @@ def decode(tokens, out=None, checkpoint=None, video=None, compare: bool = False,
     if meta is not None and meta['tokenizer']['sha256'] and not allow_other_tokenizer:
         if not _same_tokenizer(_tokenizer_info(checkpoint, state), meta['tokenizer']):
             raise TokensError(f"decode: {checkpoint} is not the tokenizer that made {folder} ({meta['tokenizer']['checkpoint']}); "
-                              'pass allow_other_tokenizer=True to decode with it anyway')
+                              'pass --allow-other-tokenizer (allow_other_tokenizer=True from Python) to decode with it anyway')
     a, b = start, len(codes)
     if episode is not None:
         if folder is None: raise TokensError('decode: episode needs a token folder (bare codes have no episodes)')

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, RunConfig, config_to_dict, config_from_dict, save_config, get_preset, apply_overrides
+from .config import (Config, RunConfig, config_to_dict, config_from_dict, save_config, get_preset, apply_overrides,
+                                 validate, choice, AMP_MODES, SCHEDULES, SWITCHES)
 from .data import load_splits, BatchLoader
 from .augment import augment_batch, augmenting
 from .model import build_tokenizer, to_model_input, count_parameters
@@ -50,7 +51,7 @@ def auto_amp(capability: tuple[int, int]) -> str:
 
 def resolve_precision(amp: str, device: torch.device, capability: tuple[int, int] | None = None) -> Precision:
     "The autocast dtype and scaler for `optim.amp` on `device` (`capability` defaults to the card's own)."
-    if amp == 'off': return Precision(None, False)
+    if choice(amp, AMP_MODES, 'optim.amp') == 'off': return Precision(None, False)
     if amp == 'auto':
         if device.type != 'cuda': return Precision(None, False)
         amp = auto_amp(capability or torch.cuda.get_device_capability(device))
@@ -104,8 +105,8 @@ class Speedups:
 
 def resolve_speedups(run: RunConfig, device: torch.device) -> Speedups:
     "Each 'auto' switch is on on CUDA and off elsewhere; 'on'/'off' are obeyed."
-    on = lambda v: v == 'on' or (v == 'auto' and device.type == 'cuda')
-    return Speedups(on(run.channels_last), on(run.compile), on(run.cudnn_benchmark), on(run.fused_adam))
+    on = lambda k: choice(getattr(run, k), SWITCHES, f'run.{k}') == 'on' or (getattr(run, k) == 'auto' and device.type == 'cuda')
+    return Speedups(*(on(f.name) for f in dataclasses.fields(Speedups)))
 
 def compile_parts(model: torch.nn.Module, x: torch.Tensor, precision: Precision) -> str | None:
     "torch.compile `model.encoder` and `.decoder` in place (state_dict keys unchanged) and compile them now on `x`; the error, if it fell back to eager."
@@ -138,7 +139,7 @@ def lr_factor(step: int, warmup_steps: int, schedule: str = 'constant', progress
               min_ratio: float = 0.1) -> float:
     "Multiplier of the base learning rate at `step`, `progress` (0..1) of the way to the planned end."
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    if schedule == 'constant' or progress is None: return warm
+    if choice(schedule, SCHEDULES, 'optim.schedule') == 'constant' or progress is None: return warm
     p = min(max(progress, 0.0), 1.0)
     shape = 0.5 * (1 + math.cos(math.pi * p)) if schedule == 'cosine' else 1 - p
     return warm * (min_ratio + (1 - min_ratio) * shape)
@@ -273,7 +274,7 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir=None, resume: bool = True, resume_dirs=(), fresh: bool = False,
                  budget_margin_seconds: float = 0.0, progress: bool = True, splits=None, lpips_model=None, model=None,
                  clock_factory=None):
-        self.cfg, self.progress, self.margin = cfg, progress, budget_margin_seconds
+        self.cfg, self.progress, self.margin = validate(cfg), progress, budget_margin_seconds   # again: fields may be assigned after it was made
         self.clock_factory = clock_factory or SessionClock  # tests pass a clock whose deadline falls at a chosen step
         self.out = Path(out_dir or cfg.run.out_dir)
         self.ckpt_dir = self.out / 'checkpoints'
@@ -291,6 +292,9 @@ class Trainer:
             splits = load_splits(cfg, progress=self.progress)
             if self.dist.is_main: barrier(self.dist)
         self.train_set, self.val_set = splits
+        if len(self.val_set) == 0:   # before any checkpoint, cache or config is written: the first evaluation needs frames
+            raise TrainingError(f'no held-out frames to evaluate on (data.val_fraction={cfg.data.val_fraction:g}, data.val_source='
+                                f'{cfg.data.val_source!r}): set data.val_fraction above 0 or give data.val_source')
         # what was loaded: a fallback game is recorded as the source trained, everywhere the config goes
         self.data_origin = self.train_set.origin or dict(requested=cfg.data.source, trained=cfg.data.source, game=None,
                                                          fallback=None, description='frames given by the caller')
@@ -637,6 +641,8 @@ class Trainer:
         "Train until `run.max_steps`, the epochs, the budget (`budget_minutes`, else `run.budget_minutes`) or a signal end it."
         cfg, run = self.cfg, self.cfg.run
         budget = budget_minutes if budget_minutes is not None else run.budget_minutes
+        if budget is not None and not budget > 0:   # 0 is not "no budget" (that is None), nor is a negative one "stop now"
+            raise TrainingError(f'budget_minutes must be positive, or None for no budget; got {budget}')
         load = OtherLoad() if self.device.type == 'cpu' and not run.threads else None
         if load is not None: time.sleep(0.25); self._choose_threads(load)   # a quarter second of /proc ticks
         runtime = self._announce(budget)
