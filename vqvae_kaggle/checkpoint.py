@@ -26,8 +26,13 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         f.write(data); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
+def _check_keep(keep) -> None:
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f'keep must be a positive number of checkpoints (None: keep all), got {keep!r}')
+
 def save_checkpoint(folder, state: dict, step: int, epoch: int, keep: int | None = None) -> Path:
     "Atomically write `state` as checkpoint `step` in `folder`; prune to the newest `keep`. Returns the .pt path."
+    _check_keep(keep)   # before anything is written: a keep of 0 or less would delete the checkpoint just written
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO(); torch.save(state, buf); data = buf.getvalue()
     pt = folder / f'ckpt-{step:08d}.pt'
@@ -35,7 +40,7 @@ def save_checkpoint(folder, state: dict, step: int, epoch: int, keep: int | None
     manifest = dict(format=CHECKPOINT_FORMAT, file=pt.name, step=step, epoch=epoch, bytes=len(data),
                     sha256=hashlib.sha256(data).hexdigest(), time=time.time())
     _atomic_write_bytes(pt.with_suffix('.json'), (json.dumps(manifest, indent=1) + '\n').encode())
-    if keep: prune_checkpoints(folder, keep)
+    if keep is not None: prune_checkpoints(folder, keep)
     return pt
 
 # %% ../nbs/07_checkpoint.ipynb #73daedce
@@ -85,6 +90,7 @@ def load_latest(*folders, map_location='cpu') -> tuple[dict, CheckpointInfo] | t
 
 def prune_checkpoints(folder, keep: int) -> None:
     "Delete all but the newest `keep` checkpoints in `folder` (not its subfolders), and stray temp files."
+    _check_keep(keep)
     folder = Path(folder)
     mine = [c for c in list_checkpoints(folder) if c.path.parent == folder]
     for c in mine[keep:]:
