@@ -19,9 +19,9 @@ __all__ = ['GPU_SHAPES', 'TPU_SHAPES', 'RETIRED_SHAPES', 'ADMIN_ONLY_SHAPES', 'R
            'stage_kernel', 'KaggleError', 'KaggleCredentialsError', 'KaggleNetworkError', 'KaggleQuotaError',
            'KaggleNotFound', 'KernelFailed', 'find_credentials', 'classify_error', 'api_call', 'kaggle_client',
            'installed_version', 'client_versions', 'accepts', 'needs', 'status_request_version', 'reads_versions',
-           'PushResult', 'notebook_parameters', 'push_kernel', 'KernelStatus', 'kernel_status', 'download_output',
-           'log_tail', 'gpu_quota_left', 'check_gpu_quota', 'wait_for_kernel', 'session_report', 'token_mismatch',
-           'data_lines', 'chain', 'add_kernel_parser', 'notebook_params', 'run_kernel_command']
+           'response_field', 'PushResult', 'notebook_parameters', 'push_kernel', 'KernelStatus', 'kernel_status',
+           'download_output', 'log_tail', 'gpu_quota_left', 'check_gpu_quota', 'wait_for_kernel', 'session_report',
+           'token_mismatch', 'data_lines', 'chain', 'add_kernel_parser', 'notebook_params', 'run_kernel_command']
 
 # %% ../nbs/10a_kaggle_client.ipynb #585ca79f
 def package_files(pkg_dir) -> list[Path]:
@@ -423,7 +423,7 @@ def reads_versions(client) -> bool:
     return v is not None and _vtuple(v) >= _vtuple(FEATURE_VERSIONS['version_label'])
 
 # %% ../nbs/10a_kaggle_client.ipynb #f2df1900
-def _field(obj, *names):
+def response_field(obj, *names):
     for n in names:
         v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
         if v not in (None, '', []): return v
@@ -472,14 +472,14 @@ def push_kernel(folder='.', client=None, params: dict | None = None, kernel_id: 
     if no_run: needs(client.kernels_push, 'no_run', '--no-run'); kwargs['no_run'] = True
     resp = api_call(f'pushing {meta["id"]}', client.kernels_push, str(stage), **kwargs)
     if resp is None: raise KaggleError(f'pushing {meta["id"]}: the client returned no response')
-    error = _field(resp, 'error')
+    error = response_field(resp, 'error')
     if error:
         cls = KaggleQuotaError if 'quota' in str(error).lower() else KaggleError
         raise cls(f'Kaggle rejected the push of {meta["id"]}: {error}')
     invalid = {k: list(v) for k in ('dataset', 'competition', 'kernel', 'model')
-               if (v := _field(resp, f'invalid_{k}_sources', f'invalid{k.capitalize()}Sources'))}
+               if (v := response_field(resp, f'invalid_{k}_sources', f'invalid{k.capitalize()}Sources'))}
     for k, v in invalid.items(): log(f'warning: Kaggle did not accept these {k} sources: {v}')
-    version, url = _field(resp, 'version_number', 'versionNumber'), _field(resp, 'url')
+    version, url = response_field(resp, 'version_number', 'versionNumber'), response_field(resp, 'url')
     token = params.get('SESSION_TOKEN')
     if token and not no_run: log(f'session token {token} (its summary.json names it: how `chain` knows the session it awaits)')
     log(f'pushed {meta["id"]} version {version}' + (' (saved without running)' if no_run else '') + f': {url}')
@@ -494,9 +494,9 @@ class KernelStatus:
 def kernel_status(client, kernel: str) -> KernelStatus:
     "The status of `kernel` ('owner/slug' for the newest version, 'owner/slug/N' for version N)."
     r = api_call(f'reading the status of {kernel}', client.kernels_status, kernel)
-    raw = _field(r, 'status')
+    raw = response_field(r, 'status')
     name = getattr(raw, 'name', None) or str(raw).split('.')[-1]
-    return KernelStatus(kernel, name.upper(), _field(r, 'failure_message', 'failureMessage'))
+    return KernelStatus(kernel, name.upper(), response_field(r, 'failure_message', 'failureMessage'))
 
 def download_output(client, kernel: str, dest, pattern: str | None = None) -> list[Path]:
     "Download the output files of `kernel` (those matching the regex `pattern`) and its log into `dest`."
@@ -521,12 +521,12 @@ TERMINAL_STATUSES = ('COMPLETE', 'ERROR', 'CANCEL_REQUESTED', 'CANCEL_ACKNOWLEDG
 def gpu_quota_left(client) -> tuple[float, float, object] | None:
     "(hours left, hours per week, refresh time) of the GPU quota, or None if the client cannot tell."
     if not hasattr(client, 'quota_view'): return None
-    q = _field(api_call('reading the GPU quota', client.quota_view), 'gpu_quota')
+    q = response_field(api_call('reading the GPU quota', client.quota_view), 'gpu_quota')
     if q is None: return None
-    used, total = _field(q, 'time_used'), _field(q, 'total_time_allowed')
+    used, total = response_field(q, 'time_used'), response_field(q, 'total_time_allowed')
     if used is None or total is None: return None
     hours = lambda t: t.total_seconds() / 3600 if hasattr(t, 'total_seconds') else float(t) / 3600
-    return max(0.0, hours(total) - hours(used)), hours(total), _field(q, 'quota_refresh_time')
+    return max(0.0, hours(total) - hours(used)), hours(total), response_field(q, 'quota_refresh_time')
 
 def check_gpu_quota(client, min_hours: float = 0.25, log=print) -> float | None:
     "The GPU hours left this week (None if the client cannot tell); `KaggleQuotaError` when less than `min_hours` are left."
@@ -683,7 +683,9 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--folder', default='.', help='folder holding kernel-metadata.json (default: .)')
     p.add_argument('--id', dest='kernel_id', help="push as this kernel, 'username/slug' (default: the metadata id)")
     p.add_argument('--preset', help='PRESET of the session (default: the notebook default)')
-    p.add_argument('--data', help="DATA: 'minecraft' (default) or 'crafter', a frame array or video/image folder (relative to /kaggle/input), or kaggle:owner/dataset")
+    p.add_argument('--data', help="DATA: 'minecraft' (default: an attached frame dataset, else rendered in the kernel) or 'crafter', a frame array or video/image folder (relative to /kaggle/input), or kaggle:owner/dataset")
+    p.add_argument('--render', choices=('auto', 'always', 'never'), help="RENDER: with no frame dataset attached, render the game in the kernel: 'auto' (default: when its internet is on), 'always', 'never'")
+    p.add_argument('--fallback', help="FALLBACK: the game trained when the asked one cannot render (default: none, the session stops), e.g. crafter")
     p.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', help='config override (repeatable)')
     p.add_argument('--lpips-weight', type=float, help='LPIPS weight (0: off; default: the preset)')
     p.add_argument('--session-hours', type=float, help="Kaggle's session limit (default 12)")
@@ -726,7 +728,7 @@ def add_kernel_parser(subparsers) -> argparse.ArgumentParser:
 
 _PARAM_ARGS = dict(preset='PRESET', data='DATA', lpips_weight='LPIPS_WEIGHT', session_hours='SESSION_HOURS',
                    margin_minutes='MARGIN_MINUTES', budget_minutes='BUDGET_MINUTES', run_name='RUN_NAME', wandb='WANDB',
-                   gpus='GPUS')
+                   gpus='GPUS', render='RENDER', fallback='FALLBACK')
 
 def notebook_params(args) -> dict:
     "Front-end notebook parameters from the command-line options that were given."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, tempfile
 from pathlib import Path
 from .kaggle_client import (KaggleError, KaggleNotFound, MetadataError, api_call, kaggle_client, read_metadata,
-                                        validate_metadata, _field)
+                                        validate_metadata, response_field)
 
 # %% auto #0
 __all__ = ['DATASET_METADATA', 'DATASET_LICENSES', 'DERIVED_FILES', 'dataset_metadata', 'stage_frame_dataset', 'dataset_exists',
@@ -95,9 +95,9 @@ def publish_frame_dataset(folder, dataset_id: str, client=None, title: str | Non
         resp = api_call(f'creating dataset {dataset_id}', client.dataset_create_new, str(staged), public=public, quiet=quiet,
                         dir_mode='skip')
     if resp is None: raise KaggleError(f'publishing {dataset_id}: the client returned no response')
-    error = _field(resp, 'error')
+    error = response_field(resp, 'error')
     if error: raise KaggleError(f'Kaggle refused {dataset_id}: {error}')
-    url = _field(resp, 'url') or f'https://www.kaggle.com/datasets/{dataset_id}'
+    url = response_field(resp, 'url') or f'https://www.kaggle.com/datasets/{dataset_id}'
     log(f'published {dataset_id}: {url}')
     attached = attach_dataset(dataset_id, attach_to, log) if attach_to is not None else False
     return dict(dataset=dataset_id, created=not exists, url=url, staged=str(staged), attached=attached)
