@@ -4,7 +4,7 @@
 
 # %% ../nbs/01b_minecraft.ipynb #a00fbd97
 from __future__ import annotations
-import atexit, fcntl, functools, hashlib, importlib.util, json, os, shutil, subprocess, sys, tempfile, time
+import atexit, fcntl, functools, hashlib, importlib.util, json, os, shutil, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,11 +21,12 @@ __all__ = ['GAME_RELEASES', 'GAME_DEPENDENCIES', 'MINECRAFT_PACKAGES', 'GAME_SCR
 # Python (major, minor) -> the release of `minecraft-python` whose wheels the game's environment installs on it (the
 # package index, checked 2026-12-03: 0.31.20100130 has cp310/cp311 wheels and no sdist; 0.31.20100129 and
 # 0.31.20100128 have cp310-cp312; no release has cp313; 0.31.20100127 has no wheels). 0.31.20100129 renders the same
-# worlds as 0.31.20100130 but not byte for byte (a few pixels differ), so each Python keeps the newest release it has
-# wheels for, and cached frames are keyed by the release (`game_fingerprint`).
-# SHA-256 of world 0's first 40 frames (256x144 rendered, frame_gap 2, skip_first 20; Mesa llvmpipe, EGL or GLX):
-#   0.31.20100130 (Python 3.10, 3.11): 8f95662b7f62f2a3...   0.31.20100129 (3.10, 3.11, 3.12): 24ed6b8043f236c7...
-# (benchmarks/results/minecraft-render/releases.md has the full hashes and the commands.)
+# worlds as 0.31.20100130 but not byte for byte (1-3 pixels in 40 frames differ), so each Python keeps the newest
+# release it has wheels for, and cached frames are keyed by the release (`game_fingerprint`). SHA-256 of world 0's first
+# 40 frames (256x144 rendered, frame_gap 2, skip_first 20; Mesa llvmpipe, EGL or GLX; the same in two processes):
+#   0.31.20100130 (3.10, 3.11):       8f95662b7f62f2a3c2712f2fda779e3f0026c042262200c000d2867afd558c3e
+#   0.31.20100129 (3.10, 3.11, 3.12): 24ed6b8043f236c7b3afb7033ac64634ce39bb09d12b38f775beff505a11db7c
+# (benchmarks/results/minecraft-render/releases.md: world 10000 too, 0.31.20100128, the commands.)
 GAME_RELEASES = {(3, 10): '0.31.20100130', (3, 11): '0.31.20100130', (3, 12): '0.31.20100129'}
 GAME_DEPENDENCIES = ('numpy==1.26.4', 'pyglet==1.5.31', 'nbtlib==2.0.4')   # the same on every Python in the table
 
@@ -114,7 +115,13 @@ def _launcher(method: str, base: Path, env: Path) -> list:
     return [base, '-I', '-S', '-c', _BOOTSTRAP, env / 'site']
 
 def _stamp(method: str, base: Path, version: tuple) -> str:
-    return json.dumps(dict(method=method, python=str(base), version=list(version), packages=list(game_packages(version))))
+    "The ready-stamp's text: what was installed, how, and from which interpreter (any of that version may use it)."
+    return json.dumps(dict(method=method, version=list(version), packages=list(game_packages(version)), python=str(base)))
+
+def _stamp_fits(stamp: Path, method: str, version: tuple) -> bool:
+    try: got = json.loads(stamp.read_text())
+    except (OSError, ValueError): return False
+    return [got.get(k) for k in ('method', 'version', 'packages')] == [method, list(version), list(game_packages(version))]
 
 def _install(method: str, base: Path, version: tuple, env: Path):
     "Install the game's packages for `version` into `env` by `method`; `MinecraftUnavailable` naming the step that failed."
@@ -140,7 +147,7 @@ def _game_env(progress: bool = True) -> dict:
     methods = _install_methods()
     def ready(m):
         env = minecraft_env_dir(version, m); stamp = env / '.vqvae-kaggle-ready'
-        return env if stamp.exists() and stamp.read_text() == _stamp(m, base, version) and \
+        return env if _stamp_fits(stamp, m, version) and \
             Path(_launcher(m, base, env)[0 if m == 'venv' else -1]).exists() else None
     def found(m, env):
         return dict(launcher=_launcher(m, base, env), python=env / 'bin' / 'python' if m == 'venv' else base, method=m,
@@ -185,6 +192,7 @@ EGL_PACKAGES = ('libegl1', 'libegl-mesa0', 'libgl1-mesa-dri')
 _MESA_EGL = Path('/usr/share/glvnd/egl_vendor.d/50_mesa.json')
 _ROUTE_VAR = '_VQVAE_MINECRAFT_ROUTE'   # the route chosen, handed to the render workers this process spawns
 _XVFB = {}                              # the Xvfb this process started: proc, display
+_ROUTE_LOCK = threading.RLock()         # threads of one process find (and start) the route once
 
 def _gl_env(gl: str, display: str | None = None) -> dict:
     "Environment variables of the game's process for route `gl`: Mesa's software rasteriser (the same frames on every machine), the X display for GLX."
@@ -253,6 +261,9 @@ def _check(gl: str, display: str | None = None, progress: bool = False) -> str:
 
 def gl_route(progress: bool = False, apt: bool | None = None, refresh: bool = False) -> dict:
     "How the game gets OpenGL here: dict(gl='egl'|'glx', display, renderer). EGL; else GLX on an Xvfb of our own; else (if `apt_allowed`) EGL after apt-get installs it. `MinecraftUnavailable` naming every step's failure and the fix."
+    with _ROUTE_LOCK: return _gl_route(progress, apt, refresh)
+
+def _gl_route(progress, apt, refresh):
     cached = os.environ.get(_ROUTE_VAR)
     if cached and not refresh:
         route = json.loads(cached)
@@ -263,7 +274,8 @@ def gl_route(progress: bool = False, apt: bool | None = None, refresh: bool = Fa
     steps, route = [], None
     def attempt(gl, display=None):
         try: return dict(gl=gl, display=display, renderer=_check(gl, display, progress))
-        except MinecraftUnavailable as e: steps.append(' '.join(str(e).split('\n')[-2:])); return None
+        except MinecraftUnavailable as e:
+            steps.append(f'{gl.upper()}{" on " + display if display else ""}: {str(e).strip().splitlines()[-1]}'); return None
     if forced != 'glx': route = attempt('egl')
     if route is None and forced != 'egl':
         if shutil.which('Xvfb'):
