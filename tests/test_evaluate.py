@@ -67,6 +67,19 @@ def test_eval_reports_every_metric_and_grids(runs, no_lpips, tmp_path):
         assert grid.width == 2 + len(ev.sample_indices(m['frames'], 8)) * (2 * W + 2)
         assert 0 < grid.height - (2 + 4 * (2 * H + 2)) < 30
     assert r['sources']['frames']['frames'] == 24 and r['sources']['val']['frames'] < 24
+    # the numbers are this model's on these frames (ranges alone would hold for any model): recomputed by hand
+    from vqvae_kaggle.metrics import ssim
+    m, model = r['sources']['frames'], ev.load_tokenizer(folders['nearest'])[0]
+    frames = torch.from_numpy(np.load(tmp_path / 'frames.npy')).permute(0, 3, 1, 2)
+    x_hat, idx = ev.reconstruct(model, frames)
+    x = frames.double() / 255
+    mse = ((x - x_hat.double()) ** 2).mean(dim=(1, 2, 3))
+    assert m['psnr'] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), abs=1e-3)
+    assert m['ssim'] == pytest.approx(float(ssim(x.float(), x_hat.float())), abs=1e-4)
+    counts = torch.bincount(idx.reshape(-1), minlength=32).double()
+    p = counts[counts > 0] / counts.sum()
+    assert (m['used_codes'], m['usage']) == (int((counts > 0).sum()), int((counts > 0).sum()) / 32)
+    assert m['perplexity'] == pytest.approx(math.exp(float(-(p * p.log()).sum())), rel=1e-9)
     assert PROBE <= set(r['probe']) and set(r['probe']['frames']) >= {'sky', 'sky_gradient', 'grey_horizontal'}
     assert Image.open(r['probe_grid']).size[0] > 2 * W
     saved = json.loads((folders['nearest'] / 'eval' / 'eval.json').read_text())
