@@ -120,7 +120,7 @@ def test_the_package_never_pins_the_games_dependencies():
     assert int(numpy.__version__.split('.')[0]) >= 2, 'the project environment keeps numpy 2'
 
 
-def test_glx_on_xvfb_gives_the_egl_frames(monkeypatch):
+def test_glx_on_xvfb_gives_the_egl_frames(tmp_path, monkeypatch):
     "Without EGL the game draws through GLX on an Xvfb started here, and the frames are the EGL route's, byte for byte."
     if not shutil.which('Xvfb'):
         pytest.skip('no Xvfb on PATH (apt-get install xvfb; tools/test.sh installs it where it can): GLX route untested')
@@ -135,6 +135,9 @@ def test_glx_on_xvfb_gives_the_egl_frames(monkeypatch):
     glx = mc.render_minecraft_episode(3, 4, 64, 36, skip_first=5, frame_gap=2)
     np.testing.assert_array_equal(glx.frames, egl.frames); np.testing.assert_array_equal(glx.actions, egl.actions)
     assert mc.start_xvfb() == route['display'], 'one Xvfb per process'
+    cfg = small(tmp_path, minecraft_train_worlds=1, minecraft_val_worlds=1, frames_per_episode=2, workers=2)
+    train, val = load_splits(cfg, progress=False)                 # render workers take the route (and the display) found here
+    assert train.names == ['minecraft-world-0'] and val.names == ['minecraft-world-10000'] and train.frames.std() > 10
     proc = mc._XVFB['proc']; mc._stop_xvfb()
     assert proc.poll() is not None and not mc._XVFB
 

@@ -291,6 +291,8 @@ def _gl_route(progress, apt, refresh):
     if route is None:
         raise MinecraftUnavailable('the game cannot open an OpenGL context (headless OpenGL context: EGL; or GLX on '
                                    'Xvfb): ' + '; '.join(steps) + f'\nFix: {OPENGL_FIX}')
+    if progress and steps: print(f'Minecraft draws through {route["gl"].upper()}{" on Xvfb " + route["display"] if route["display"] else ""} '
+                                 f'({"; ".join(steps)})')
     route['key'] = _route_key()
     os.environ[_ROUTE_VAR] = json.dumps(route)
     return route
