@@ -334,7 +334,6 @@ class Config:
         for sec, cls in SECTIONS.items():
             if not isinstance(getattr(self, sec), cls):
                 raise ConfigError(f'{sec}: expected a {cls.__name__}, got {type(getattr(self, sec)).__name__}')
-        _check_across(self)
 
     @property
     def downsample(self) -> int:
@@ -378,7 +377,7 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
             merged = {**asdict(getattr(cfg, sec)), **d[sec]} if isinstance(d[sec], dict) else d[sec]
             updates[sec] = _section_from_dict(cls, merged, sec)
     if 'name' in d: updates['name'] = str(d['name'])
-    return replace(cfg, **updates)   # checked as it is made
+    return validate(replace(cfg, **updates))
 
 # %% ../nbs/00_config.ipynb #00ecf280
 def _check_across(cfg: Config) -> None:
@@ -396,6 +395,7 @@ def validate(cfg: Config) -> Config:
     if not isinstance(cfg, Config): raise ConfigError(f'expected a Config, got {type(cfg).__name__}')
     for sec in SECTIONS: check_section(getattr(cfg, sec), sec)
     cfg.__post_init__()
+    _check_across(cfg)
     return cfg
 
 def _check_rules_cover_fields() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import Config, ModelConfig, get_preset, choice, ACTIVATIONS, NORMS, UPSAMPLES
+from .config import Config, ModelConfig, get_preset, choice, validate, ACTIVATIONS, NORMS, UPSAMPLES
 from .quantizer import build_quantizer
 
 # %% auto #0
@@ -116,7 +116,7 @@ class Tokenizer(nn.Module):
         "Code indices (B,h,w) -> frames (B,3,H,W) in [-1,1]."
         return self.decoder(self.quantizer.decode_indices(indices))
 
-def build_tokenizer(cfg: Config) -> Tokenizer: return Tokenizer(cfg)
+def build_tokenizer(cfg: Config) -> Tokenizer: return Tokenizer(validate(cfg))   # the whole config checked where it is used
 
 def count_parameters(model: nn.Module) -> int: return sum(p.numel() for p in model.parameters())
 
