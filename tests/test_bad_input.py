@@ -137,3 +137,12 @@ def test_decode_names_the_cli_flag_for_another_tokenizer(run, capsys):
     assert main(['decode', '--tokens', str(tok), '--checkpoint', str(root / 'other'), '--out', str(root / 'd.npy'),
                  '--allow-other-tokenizer', '--max-frames', '3', '--no-progress']) == 0
     assert np.load(root / 'd.npy').shape[0] == 3
+
+def test_enumerations_agree_with_the_modules_that_use_them():
+    "Where a module that reads an enumerated setting keeps its own list (frames, losses, model), it is the config's list."
+    from vqvae_kaggle import config as c
+    from vqvae_kaggle.frames import LAYOUTS
+    from vqvae_kaggle.losses import BACKBONE_FILES
+    from vqvae_kaggle.model import ACTIVATION_LAYERS
+    assert (LAYOUTS, tuple(BACKBONE_FILES), tuple(ACTIVATION_LAYERS)) == (c.LAYOUTS, c.LPIPS_NETS, c.ACTIVATIONS)
+    assert c.DataConfig.RULES['layout'].choices == c.LAYOUTS and c.LossConfig.RULES['lpips_net'].choices == c.LPIPS_NETS
