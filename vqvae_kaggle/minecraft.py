@@ -21,20 +21,21 @@ __all__ = ['GAME_RELEASES', 'GAME_DEPENDENCIES', 'MINECRAFT_PACKAGES', 'GAME_SCR
 # Python (major, minor) -> the release of `minecraft-python` whose wheels the game's environment installs on it (the
 # package index, checked 2026-12-03: 0.31.20100130 has cp310/cp311 wheels and no sdist; 0.31.20100129 and
 # 0.31.20100128 have cp310-cp312; no release has cp313; 0.31.20100127 has no wheels). 0.31.20100129 renders the same
-# worlds as 0.31.20100130 but not byte for byte (1-3 pixels in 40 frames differ), so each Python keeps the newest
-# release it has wheels for, and cached frames are keyed by the release (`game_fingerprint`). SHA-256 of world 0's first
+# worlds as 0.31.20100130 but not byte for byte (1-3 pixels in 40 frames differ), so every Python pins 0.31.20100129,
+# the one release all three have: every machine renders the same bytes. Cached frames are keyed by the release
+# (`game_fingerprint`), should the table ever differ by Python. SHA-256 of world 0's first
 # 40 frames (256x144 rendered, frame_gap 2, skip_first 20; Mesa llvmpipe, EGL or GLX; the same in two processes):
 #   0.31.20100130 (3.10, 3.11):       8f95662b7f62f2a3c2712f2fda779e3f0026c042262200c000d2867afd558c3e
 #   0.31.20100129 (3.10, 3.11, 3.12): 24ed6b8043f236c7b3afb7033ac64634ce39bb09d12b38f775beff505a11db7c
 # (benchmarks/results/minecraft-render/releases.md: world 10000 too, 0.31.20100128, the commands.)
-GAME_RELEASES = {(3, 10): '0.31.20100130', (3, 11): '0.31.20100130', (3, 12): '0.31.20100129'}
+GAME_RELEASES = {(3, 10): '0.31.20100129', (3, 11): '0.31.20100129', (3, 12): '0.31.20100129'}
 GAME_DEPENDENCIES = ('numpy==1.26.4', 'pyglet==1.5.31', 'nbtlib==2.0.4')   # the same on every Python in the table
 
 def game_packages(version: tuple = (3, 11)) -> tuple:
     "The packages of the game's environment on Python `version` (major, minor)."
     return (f'minecraft-python=={GAME_RELEASES[tuple(version)[:2]]}', *GAME_DEPENDENCIES)
 
-MINECRAFT_PACKAGES = game_packages((3, 11))   # the packages on Python 3.10 and 3.11
+MINECRAFT_PACKAGES = game_packages((3, 11))   # the packages on Python 3.11 (the same on 3.10 and 3.12)
 GAME_SCRIPT = Path(importlib.util.find_spec('vqvae_kaggle.minecraft_game').origin)   # run as a script, never imported here
 OPENGL_FIX = ('install the OpenGL libraries (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri; '
               'or xvfb, for GLX on a virtual X display), or train on another source (data.source=crafter, or your own frames)')
