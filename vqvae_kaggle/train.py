@@ -622,7 +622,7 @@ class Trainer:
             print(f'training {cfg.name}: {count_parameters(self.model)/1e6:.2f}M parameters, latent {cfg.latent_grid}, '
                   f'{self.model.codebook_size} codes, {len(self.train_set)} train / {len(self.val_set)} val frames, '
                   f'batch {cfg.optim.batch_size}{procs}, lr {cfg.optim.lr:g} ({cfg.optim.schedule}), {self.steps_per_epoch} steps/epoch'
-                  + (f', budget {budget:g} min' if budget else '') + (f', max_steps {cfg.run.max_steps}' if cfg.run.max_steps else ''))
+                  + (f', budget {budget:g} min' if budget else ', no time budget (run.budget_minutes=none)') + (f', max_steps {cfg.run.max_steps}' if cfg.run.max_steps else ''))
             if self.disc is not None:
                 c = cfg.loss
                 print(f'adversarial: PatchGAN {c.disc_layers} layers x {c.disc_channels} ({count_parameters(self.disc)/1e6:.2f}M '
