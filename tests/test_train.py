@@ -1,6 +1,7 @@
 """The training loop: determinism, exact resume, the health guard (non-finite steps, back-off, rollback) and collapse alerts."""
 import json, math, pytest, torch
-from vqvae_kaggle.config import get_preset, apply_overrides
+import numpy as np
+from vqvae_kaggle.config import get_preset, apply_overrides, ConfigError
 from vqvae_kaggle.train import Trainer, TrainingError
 from vqvae_kaggle.tracking import read_metrics
 
@@ -67,6 +68,19 @@ def test_incompatible_checkpoint_is_refused(tmp_path, splits):
     trainer(tmp_path, splits, 'run.max_steps=2').fit()
     with pytest.raises(TrainingError, match='quantizer.codebook_size: 32 -> 64'):
         trainer(tmp_path, splits, 'run.max_steps=4', 'quantizer.codebook_size=64')
+
+def test_a_bad_budget_a_changed_field_or_no_held_out_frames_stop_before_anything_is_written(tmp_path, splits):
+    "fit(budget_minutes=0) is not 'no budget', a field assigned after the config was made is checked, an empty held-out split is refused: no checkpoint."
+    t = trainer(tmp_path, splits, 'run.max_steps=2')
+    for bad in (0, -1):
+        with pytest.raises(TrainingError, match='budget_minutes must be positive, or None for no budget'): t.fit(budget_minutes=bad)
+    assert not (tmp_path / 'run' / 'checkpoints').exists() and t.step == 0
+    cfg = tiny_cfg('run.max_steps=2'); cfg.run.keep_checkpoints = -1
+    with pytest.raises(ConfigError, match='run.keep_checkpoints = -1 is not allowed'):
+        Trainer(cfg, out_dir=tmp_path / 'changed', splits=splits, progress=False)
+    with pytest.raises(TrainingError, match='no held-out frames to evaluate on'):
+        Trainer(tiny_cfg(), out_dir=tmp_path / 'no-val', splits=(splits[0], splits[1].subset(np.zeros(len(splits[1]), bool))), progress=False)
+    assert not (tmp_path / 'changed').exists() and not (tmp_path / 'no-val').exists()
 
 def test_non_finite_loss_is_skipped_without_touching_weights(tmp_path, splits):
     t = trainer(tmp_path, splits)
