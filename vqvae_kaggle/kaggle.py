@@ -513,7 +513,7 @@ def _run_distributed(cfg: Config, out: Path, resume_dirs, fresh: bool, nproc: in
     cfg_file = save_config(cfg, out / 'session-config.json')
     session_budget = session_budget_minutes(session_hours, margin_minutes, started_at, budget_minutes=budget)
     _say_budget(session_budget, session_hours, margin_minutes)
-    args = ['train', '--config', str(cfg_file), '--out', str(out), '--budget-minutes', f'{session_budget:.3f}', '--no-progress']
+    args = ['train', '--config', str(cfg_file), '--out', str(out), '--budget-minutes', repr(float(session_budget)), '--no-progress']
     args += [a for d in resume_dirs for a in ('--resume-from', str(d))] + (['--fresh'] if fresh else [])
     (out / 'summary.json').unlink(missing_ok=True)
     rc = launch(nproc, args)
