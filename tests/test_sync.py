@@ -1,7 +1,8 @@
 """The check that the package is exactly what the notebooks export (tools/check_sync.sh, run by tools/test.sh) is
 itself tested: it exports into an empty folder, so a module no notebook exports (an orphan) fails it, as does an
-exported module edited by hand."""
-import shutil, subprocess
+exported module edited by hand. The check runs with the nbdev of the interpreter running pytest (whatever environment
+that is, not only .venv), and says what to install when that nbdev is missing."""
+import os, shutil, subprocess, sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,8 +16,14 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def check(repo: Path):
-    return subprocess.run(['bash', str(REPO / 'tools' / 'check_sync.sh'), str(repo)], capture_output=True, text=True)
+# The bin folder of this environment (not resolved: a venv's python is a link to the base interpreter, whose folder
+# holds no nbdev), where pip put nbdev_export and nbdev_clean.
+BIN = Path(sys.executable).parent
+
+
+def check(repo: Path, bin_dir: Path = BIN, **env):
+    return subprocess.run(['bash', str(REPO / 'tools' / 'check_sync.sh'), str(repo)], capture_output=True, text=True,
+                          env={**os.environ, 'NBDEV_BIN': str(bin_dir), **env})
 
 
 def test_sync_check_passes_on_the_repository_and_fails_on_an_orphan_or_a_hand_edit(tmp_path):
@@ -31,3 +38,13 @@ def test_sync_check_passes_on_the_repository_and_fails_on_an_orphan_or_a_hand_ed
     cfg.write_text(cfg.read_text() + '\n# edited by hand\n')
     r = check(repo)
     assert r.returncode == 1 and 'edited by hand' in r.stdout
+
+
+def test_sync_check_without_nbdev_says_what_to_install(tmp_path):
+    "An environment without the dev tools: a clear message naming the install, not a bash 'No such file or directory'."
+    repo = copy_repo(tmp_path / 'repo')
+    for r in [check(repo, tmp_path / 'empty-bin'),                                          # NBDEV_BIN names a folder without nbdev
+              subprocess.run(['bash', str(REPO / 'tools' / 'check_sync.sh'), str(repo)], capture_output=True, text=True,
+                             env={k: v for k, v in os.environ.items() if k != 'NBDEV_BIN'} | {'PATH': '/usr/bin:/bin'})]:
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert 'nbdev_export not found' in r.stderr and 'pip install -e ".[dev]"' in r.stderr, r.stderr

@@ -18,7 +18,7 @@ export WANDB_DIR=$scratch/wandb WANDB_CACHE_DIR=$scratch/wandb-cache WANDB_CONFI
 mkdir -p "$WANDB_DIR" "$MPLCONFIGDIR"
 
 echo "== notebooks and package in sync (exported into an empty folder), notebooks clean"
-bash tools/check_sync.sh
+NBDEV_BIN=$PWD/.venv/bin bash tools/check_sync.sh
 
 echo "== nbdev_test (every notebook)"
 .venv/bin/nbdev_test --n_workers 2 --timing
