@@ -2,7 +2,7 @@
 itself tested: it exports into an empty folder, so a module no notebook exports (an orphan) fails it, as does an
 exported module edited by hand. The check runs with the nbdev of the interpreter running pytest (whatever environment
 that is, not only .venv), and says what to install when that nbdev is missing."""
-import os, shutil, subprocess, sys
+import os, shutil, subprocess, sys, sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,9 +16,16 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-# The bin folder of this environment (not resolved: a venv's python is a link to the base interpreter, whose folder
-# holds no nbdev), where pip put nbdev_export and nbdev_clean.
-BIN = Path(sys.executable).parent
+def nbdev_bin() -> Path:
+    """The folder where pip put nbdev_export and nbdev_clean for the interpreter running this test: its scripts folder
+    (a venv's bin/), else the interpreter's own folder (not resolved: a venv's python links to the base interpreter,
+    whose folder holds no nbdev), else the user scheme's (pip install --user). None has them: the first, and the check
+    says what to install."""
+    dirs = [sysconfig.get_path('scripts'), Path(sys.executable).parent, sysconfig.get_path('scripts', f'{os.name}_user')]
+    return next((Path(d) for d in dirs if (Path(d) / 'nbdev_export').is_file()), Path(dirs[0]))
+
+
+BIN = nbdev_bin()
 
 
 def check(repo: Path, bin_dir: Path = BIN, **env):
