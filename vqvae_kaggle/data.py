@@ -354,7 +354,7 @@ def mirror_info(entry) -> dict | None:
 
 def _entry_files(m: dict) -> list[str]:
     "The files of a cache entry that its manifest lists: each shard's frames and its actions, rewards and dones."
-    return [f for s in m['shards'] for f in [s['file']] + [s[k]['file'] for k in _frames.SHARD_COLUMNS if k in s]]
+    return [f for s in m['shards'] for f in _frames.shard_files(s)]
 
 def mirror_cache_entry(src, dest, kind: str = 'dataset') -> Path:
     "A cache entry at `dest` whose shards are links into the (possibly read-only) entry `src`; `dest`'s own files are written there."

@@ -20,7 +20,7 @@ __all__ = ['CRAFTER_ENV', 'CRAFTER_POLICY', 'CRAFTER_RECORDS', 'VIDEO_SUFFIXES',
            'gap_sample', 'call_with_timeout', 'resolve_source', 'list_files', 'detect_layout', 'source_files',
            'episode_name', 'minerl_action_columns', 'read_minerl_steps', 'gamefactory_action_columns',
            'read_gamefactory_steps', 'annotation_file', 'read_steps', 'steps_at', 'plan_tasks', 'extract_task',
-           'read_source', 'write_atomic', 'extract_to_shard']
+           'read_source', 'write_atomic', 'shard_files', 'extract_to_shard']
 
 # %% ../nbs/01_frames.ipynb #447035fe
 class FrameError(ValueError):
@@ -759,6 +759,10 @@ def _episode_runs(fs: FrameSet) -> list:
     return runs
 
 SHARD_COLUMNS = ('actions', 'rewards', 'dones')   # per-frame arrays a shard keeps beside its frames, when the source has them
+
+def shard_files(record: dict) -> list[str]:
+    "The files a shard's record names: its frames, then each per-frame column it kept."
+    return [record['file']] + [record[k]['file'] for k in SHARD_COLUMNS if k in record]
 
 def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False, threads: int = 0) -> dict:
     "Extract `task`, write its frames as shard `folder/<index>.npy` (its actions, rewards, dones as `<index>.<name>.npy`) and its record as `<index>.json`; return the record."

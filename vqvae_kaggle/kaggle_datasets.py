@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, tempfile
 from pathlib import Path
+from .frames import shard_files   # numpy and PIL, no torch
 from .kaggle_client import (KaggleError, KaggleNotFound, MetadataError, api_call, kaggle_client, read_metadata,
                                         validate_metadata, response_field)
 
@@ -47,7 +48,7 @@ def _manifest(folder) -> dict:
 def stage_frame_dataset(folder, meta: dict, dest=None) -> Path:
     "A folder holding links to the frame dataset's files and its `dataset-metadata.json`: what the client uploads."
     folder, m = Path(folder).resolve(), _manifest(folder)
-    listed = {s['file'] for s in m['shards']} | {s[k]['file'] for s in m['shards'] for k in ('actions', 'rewards', 'dones') if k in s}
+    listed = {f for s in m['shards'] for f in shard_files(s)}
     missing = sorted(f for f in listed if not (folder / f).is_file())
     if missing: raise KaggleError(f'{folder}: files listed in manifest.json are missing ({missing[:3]}...): render it again')
     dest = Path(dest or tempfile.mkdtemp(prefix='vqvae-kaggle-dataset-'))
