@@ -43,17 +43,17 @@ def params_key(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/02_data.ipynb #804d4d28
-def _run_tasks(tasks: dict, folder: Path, workers: int, skip_bad: bool, progress: bool):
+def _run_tasks(tasks: dict, folder: Path, workers: int, skip_bad: bool, progress: bool, extract=None):
     "Yield the sidecar record of each `{index: task}` as it finishes."
     bar = tqdm(total=len(tasks), desc='extracting frames', unit='task', disable=not progress)
     if workers <= 1 or len(tasks) <= 1:
         for i, t in tasks.items():
-            yield _frames.extract_to_shard(t, str(folder), i, skip_bad); bar.update()
+            yield _frames.extract_to_shard(t, str(folder), i, skip_bad, 0, extract); bar.update()
     else:
         # 'spawn' starts clean interpreters: no forked torch/OpenMP state, same behaviour on every platform.
         # Each worker decodes single-threaded: the parallelism is across videos.
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context('spawn')) as pool:
-            futures = [pool.submit(_frames.extract_to_shard, t, str(folder), i, skip_bad, 1) for i, t in tasks.items()]
+            futures = [pool.submit(_frames.extract_to_shard, t, str(folder), i, skip_bad, 1, extract) for i, t in tasks.items()]
             try:
                 for f in as_completed(futures):
                     yield f.result(); bar.update()
@@ -73,7 +73,7 @@ def _split_counts(tasks: list, shards: list) -> dict:
     return dict(splits=per) if per else {}
 
 def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_bad: bool = False,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, extract=None) -> Path:
     "Extract `tasks` into the cache folder `entry` (resuming an interrupted build of the same plan); return it."
     entry = Path(entry); partial = entry.with_name(entry.name + '.partial')
     plan = dict(format=CACHE_FORMAT, key=params_key(params), tasks=tasks)
@@ -88,7 +88,7 @@ def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_b
     todo = {i: t for i, t in enumerate(tasks) if i not in records}
     _say(f'extracting {len(todo)} of {len(tasks)} tasks into {partial}'
          + (f' (resuming: {len(records)} already done)' if records else ''), progress)
-    for r in _run_tasks(todo, partial, workers, skip_bad, progress):
+    for r in _run_tasks(todo, partial, workers, skip_bad, progress, extract):
         records[r['index']] = r
         if 'error' in r and not skip_bad:
             raise FrameError(f"{r['error']} (set data.skip_bad=True to skip bad inputs)")
@@ -249,7 +249,7 @@ def default_workers(workers: int | None) -> int:
     return max(1, workers if workers is not None else (os.cpu_count() or 1))
 
 def cached_frames(label: str, params: dict, tasks, cache_dir, workers: int | None = None,
-                  skip_bad: bool = False, progress: bool = True) -> tuple[FrameSet, dict]:
+                  skip_bad: bool = False, progress: bool = True, extract=None) -> tuple[FrameSet, dict]:
     "Frames of `tasks` (a list, or a function making it), from the cache entry for `params` if sound, else extracted and cached."
     params = dict(params, format=CACHE_FORMAT, skip_bad=skip_bad)
     if not callable(tasks): params['tasks'] = tasks
@@ -262,7 +262,7 @@ def cached_frames(label: str, params: dict, tasks, cache_dir, workers: int | Non
             return fs, m
         except CacheError as e: _say(f'cache entry is damaged, rebuilding it: {e}', progress)
     t0 = time.time()
-    build_cache_entry(entry, params, tasks() if callable(tasks) else tasks, default_workers(workers), skip_bad, progress)
+    build_cache_entry(entry, params, tasks() if callable(tasks) else tasks, default_workers(workers), skip_bad, progress, extract)
     fs, m = load_cache_entry(entry)
     _say(f'cached {len(fs)} frames from {len(fs.names)} episodes in {time.time() - t0:.1f} s at {entry}', progress)
     return fs, m

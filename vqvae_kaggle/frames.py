@@ -764,11 +764,11 @@ def shard_files(record: dict) -> list[str]:
     "The files a shard's record names: its frames, then each per-frame column it kept."
     return [record['file']] + [record[k]['file'] for k in SHARD_COLUMNS if k in record]
 
-def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False, threads: int = 0) -> dict:
+def extract_to_shard(task: dict, folder: str, index: int, skip_bad: bool = False, threads: int = 0, extract=None) -> dict:
     "Extract `task`, write its frames as shard `folder/<index>.npy` (its actions, rewards, dones as `<index>.<name>.npy`) and its record as `<index>.json`; return the record."
     folder, stem = Path(folder), f'{index:06d}'
     start = time.monotonic()
-    try: fs, skipped = extract_task(task, skip_bad, threads)
+    try: fs, skipped = (extract or extract_task)(task, skip_bad, threads)
     except FrameError as e: record = dict(index=index, error=str(e))
     else:
         buf = io.BytesIO(); np.save(buf, fs.frames, allow_pickle=False); data = buf.getvalue()
