@@ -5,9 +5,10 @@ import numpy as np
 import pytest, torch
 from PIL import Image
 
-from vqvae_kaggle import evaluate as ev
+from vqvae_kaggle import evaluate as ev, report as rp, checkpoint as ck, fid
 from pathlib import Path
-from vqvae_kaggle.config import get_preset, apply_overrides, config_to_dict
+from vqvae_kaggle.config import apply_overrides, config_to_dict
+from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.data import load_splits
 from vqvae_kaggle.losses import LPIPSUnavailable, build_lpips
 from vqvae_kaggle.train import Trainer
@@ -52,7 +53,7 @@ def no_lpips(monkeypatch, tmp_path):
 
 def test_eval_reports_every_metric_and_grids(runs, no_lpips, tmp_path):
     folders, cfg = runs
-    r = ev.run_eval(folders['nearest'], data=['val', str(tmp_path / 'frames.npy')], device='cpu', batch_size=4)
+    r = rp.run_eval(folders['nearest'], data=['val', str(tmp_path / 'frames.npy')], device='cpu', batch_size=4)
     assert set(r['sources']) == {'val', 'frames'}
     for m in r['sources'].values():
         assert METRICS <= set(m)
@@ -69,7 +70,7 @@ def test_eval_reports_every_metric_and_grids(runs, no_lpips, tmp_path):
     assert r['sources']['frames']['frames'] == 24 and r['sources']['val']['frames'] < 24
     # the numbers are this model's on these frames (ranges alone would hold for any model): recomputed by hand
     from vqvae_kaggle.metrics import ssim
-    m, model = r['sources']['frames'], ev.load_tokenizer(folders['nearest'])[0]
+    m, model = r['sources']['frames'], ck.load_tokenizer(folders['nearest'])[0]
     frames = torch.from_numpy(np.load(tmp_path / 'frames.npy')).permute(0, 3, 1, 2)
     x_hat, idx = ev.reconstruct(model, frames)
     x = frames.double() / 255
@@ -90,7 +91,7 @@ def test_eval_reports_every_metric_and_grids(runs, no_lpips, tmp_path):
 
 def test_eval_with_lpips_model_reports_a_number(runs):
     folders, _ = runs
-    r = ev.run_eval(folders['nearest'], device='cpu', lpips=build_lpips('alex', random_backbone=True))
+    r = rp.run_eval(folders['nearest'], device='cpu', lpips=build_lpips('alex', random_backbone=True))
     m = r['sources']['val']
     assert m['lpips_status'] == 'ok' and m['lpips'] > 0
 
@@ -110,11 +111,11 @@ def test_lpips_metric_without_weights_is_a_reason_never_a_silent_zero(tmp_path, 
 def test_compare_checkpoints_on_the_same_frames(runs, no_lpips, tmp_path):
     folders, cfg = runs
     out = tmp_path / 'cmp'
-    s = ev.run_eval_many([folders['nearest'], folders['transpose']], out_dir=out, device='cpu', sample_frames=3)
+    s = rp.run_eval_many([folders['nearest'], folders['transpose']], out_dir=out, device='cpu', sample_frames=3)
     assert [(r['model'], r['source']) for r in s['table']] == [('nearest', 'val'), ('transpose', 'val')]
     # each model evaluated on the first checkpoint's held-out frames: the same numbers as evaluating it directly
     val = load_splits(cfg, progress=False)[1].frames
-    model, _, _ = ev.load_tokenizer(folders['transpose'])
+    model, _, _ = ck.load_tokenizer(folders['transpose'])
     assert s['models']['transpose']['sources']['val']['psnr'] == pytest.approx(ev.evaluate(model, val)['psnr'], abs=1e-5)
     for name in ('nearest', 'transpose'):
         assert (out / name / 'eval.json').is_file() and (out / name / 'probe.png').is_file()
@@ -131,9 +132,9 @@ def test_compare_checkpoints_on_the_same_frames(runs, no_lpips, tmp_path):
 def test_compare_refuses_mismatched_names(runs):
     folders, _ = runs
     with pytest.raises(ValueError, match='distinct name'):
-        ev.run_eval_many([folders['nearest'], folders['transpose']], names=['a', 'a'], device='cpu', lpips=False)
+        rp.run_eval_many([folders['nearest'], folders['transpose']], names=['a', 'a'], device='cpu', lpips=False)
     with pytest.raises(ValueError, match='no checkpoints'):
-        ev.run_eval_many([], device='cpu')
+        rp.run_eval_many([], device='cpu')
 
 
 # -- the slim tokenizer export ----------------------------------------------------------------------------------------
@@ -150,15 +151,15 @@ def trained(tmp_path, make_frames):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         Trainer(cfg, progress=False).fit()
-    return ev.resolve_checkpoint(tmp_path / 'run'), cfg, frames
+    return ck.resolve_checkpoint(tmp_path / 'run'), cfg, frames
 
 
 def test_export_reproduces_the_checkpoint_codes_and_is_much_smaller(trained, tmp_path):
     ckpt, cfg, frames = trained
-    exp = ev.export_tokenizer(tmp_path / 'run', tmp_path / 'out' / 'tok')          # a run folder in, <out>.safetensors out
-    assert exp == tmp_path / 'out' / 'tok.safetensors' and ev.is_export(exp) and not ev.is_export(ckpt)
-    m_ckpt, cfg_ckpt, st_ckpt = ev.load_tokenizer(ckpt)
-    m_exp, cfg_exp, st_exp = ev.load_tokenizer(exp)
+    exp = ck.export_tokenizer(tmp_path / 'run', tmp_path / 'out' / 'tok')          # a run folder in, <out>.safetensors out
+    assert exp == tmp_path / 'out' / 'tok.safetensors' and ck.is_export(exp) and not ck.is_export(ckpt)
+    m_ckpt, cfg_ckpt, st_ckpt = ck.load_tokenizer(ckpt)
+    m_exp, cfg_exp, st_exp = ck.load_tokenizer(exp)
     assert not m_exp.training and cfg_exp == cfg_ckpt
     np.testing.assert_array_equal(encode_frames(m_exp, frames), encode_frames(m_ckpt, frames))
     x = ev.frames_to_tensor(frames[:6], 'cpu')
@@ -171,23 +172,23 @@ def test_export_reproduces_the_checkpoint_codes_and_is_much_smaller(trained, tmp
     assert exp.stat().st_size < ckpt.stat().st_size / 2.5                      # Adam's two moments per weight are gone
     # found by its first bytes, whatever its name; the same checkpoint exports to the same bytes
     renamed = tmp_path / 'tokenizer.bin'; renamed.write_bytes(exp.read_bytes())
-    np.testing.assert_array_equal(encode_frames(ev.load_tokenizer(renamed)[0], frames[:4]), encode_frames(m_ckpt, frames[:4]))
-    assert ev.export_tokenizer(ckpt, tmp_path / 'again.safetensors').read_bytes() == exp.read_bytes()
+    np.testing.assert_array_equal(encode_frames(ck.load_tokenizer(renamed)[0], frames[:4]), encode_frames(m_ckpt, frames[:4]))
+    assert ck.export_tokenizer(ckpt, tmp_path / 'again.safetensors').read_bytes() == exp.read_bytes()
 
 
 def test_broken_exports_are_clear_errors_naming_the_file(trained, tmp_path):
     import safetensors.torch
     ckpt, cfg, _ = trained
-    exp = ev.export_tokenizer(ckpt, tmp_path / 'tok.safetensors')
+    exp = ck.export_tokenizer(ckpt, tmp_path / 'tok.safetensors')
     raw = exp.read_bytes()
     cases = {'cut.safetensors': raw[:len(raw) - 100], 'stub.safetensors': raw[:5], 'header.safetensors': raw[:40],
              'flip.safetensors': raw[:-3] + bytes([raw[-3] ^ 0x40]) + raw[-2:]}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(CheckpointError, match=f'{name}.* (corrupt|truncated)'):
-            ev.load_tokenizer(tmp_path / name)
+            ck.load_tokenizer(tmp_path / name)
     # weights that the config does not describe: refused, never half-loaded
-    weights, meta = ev.read_export(exp)
+    weights, meta = ck.read_export(exp)
     meta = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in meta.items()}
     meta['config'] = json.dumps(config_to_dict(apply_overrides(cfg, ['quantizer.codebook_size=64'])))
     mismatch = tmp_path / 'mismatch.safetensors'
@@ -196,18 +197,18 @@ def test_broken_exports_are_clear_errors_naming_the_file(trained, tmp_path):
     meta['weights_sha256'] = __import__('hashlib').sha256(mismatch.read_bytes()[8 + n:]).hexdigest()
     safetensors.torch.save_file(weights, mismatch, metadata=meta)
     with pytest.raises(CheckpointError, match='mismatch.safetensors does not match its own config'):
-        ev.load_tokenizer(mismatch)
+        ck.load_tokenizer(mismatch)
     safetensors.torch.save_file({'w': torch.zeros(3)}, tmp_path / 'foreign.safetensors')
     with pytest.raises(CheckpointError, match='foreign.safetensors is a safetensors file but not a vqvae-kaggle tokenizer'):
-        ev.load_tokenizer(tmp_path / 'foreign.safetensors')
+        ck.load_tokenizer(tmp_path / 'foreign.safetensors')
 
 
 def test_eval_of_an_export_matches_eval_of_its_checkpoint(trained, tmp_path):
     ckpt, _, _ = trained
-    exp = ev.export_tokenizer(ckpt, tmp_path / 'export' / 'tok.safetensors')
+    exp = ck.export_tokenizer(ckpt, tmp_path / 'export' / 'tok.safetensors')
     data = [str(tmp_path / 'frames.npy')]
-    a = ev.run_eval(ckpt, data=data, device='cpu', batch_size=8, lpips=False)
-    b = ev.run_eval(exp, data=data, device='cpu', batch_size=8, lpips=False)
+    a = rp.run_eval(ckpt, data=data, device='cpu', batch_size=8, lpips=False)
+    b = rp.run_eval(exp, data=data, device='cpu', batch_size=8, lpips=False)
     assert b['checkpoint'] == str(exp) and (b['step'], b['epoch']) == (a['step'], a['epoch'])
     assert Path(b['json']) == tmp_path / 'export' / 'eval' / 'eval.json'         # beside the export
     assert Path(a['json']) == tmp_path / 'run' / 'eval' / 'eval.json'            # in the run folder, as before
@@ -238,7 +239,7 @@ def still_and_moving(frames):
 def test_temporal_measures_on_constructed_sequences(trained):
     import copy
     ckpt, cfg, frames = trained
-    model = ev.load_tokenizer(ckpt)[0]          # the cpu preset's encoder has no normalisation: it sees 6 pixels around a cell
+    model = ck.load_tokenizer(ckpt)[0]          # the cpu preset's encoder has no normalisation: it sees 6 pixels around a cell
     seq, eps = still_and_moving(frames)
     m = ev.evaluate(model, seq, batch_size=4, episodes=eps)
     grid = encode_frames(model, seq[:1]).shape[1:]
@@ -270,7 +271,7 @@ def test_eval_reports_temporal_measures_only_for_episodes(trained, tmp_path):
     seq, eps = still_and_moving(frames)
     np.savez(tmp_path / 'seq.npz', frames=seq, episodes=eps)
     np.savez(tmp_path / 'single.npz', frames=seq, episodes=np.arange(len(seq)))   # every frame its own episode
-    r = ev.run_eval(ckpt, data=[str(tmp_path / 'seq.npz'), str(tmp_path / 'single.npz')], device='cpu', lpips=False)
+    r = rp.run_eval(ckpt, data=[str(tmp_path / 'seq.npz'), str(tmp_path / 'single.npz')], device='cpu', lpips=False)
     s, lone = r['sources']['seq'], r['sources']['single']
     assert s['frame_pairs'] == 6 and s['token_change_static'] == 0.0 and 'token_change' not in lone
     saved = json.loads(Path(r['json']).read_text())['sources']['seq']
@@ -279,10 +280,10 @@ def test_eval_reports_temporal_measures_only_for_episodes(trained, tmp_path):
     assert 'token change, static cells' in md and 'bits/frame given previous' in md and 'flicker' in md
     rows = {line.split(' | ')[1]: line for line in md.splitlines()[2:] if line.startswith('| ')}   # model | source | ...
     assert rows['single'].rstrip(' |').endswith('n/a | n/a | n/a | n/a | n/a | n/a')
-    summary = ev.eval_summary(r)
+    summary = rp.eval_summary(r)
     assert 'seq over time: 6 consecutive pairs' in summary and 'single over time' not in summary
     # the run's own held-out split (one .npy array: one episode, contiguous) has them too
-    assert 'token_change' in ev.run_eval(ckpt, device='cpu', lpips=False)['sources']['val']
+    assert 'token_change' in rp.run_eval(ckpt, device='cpu', lpips=False)['sources']['val']
 
 
 
@@ -297,19 +298,19 @@ def no_downloads(monkeypatch):
 
 def test_fid_weights_file_is_the_one_pytorch_fid_loads():
     import pytorch_fid.inception
-    assert ev.FID_WEIGHTS_URL == pytorch_fid.inception.FID_WEIGHTS_URL
-    assert ev.fid_weights_path().name == FID_FILE and ev.fid_weights_path().parent == Path(torch.hub.get_dir()) / 'checkpoints'
+    assert fid.FID_WEIGHTS_URL == pytorch_fid.inception.FID_WEIGHTS_URL
+    assert fid.fid_weights_path().name == FID_FILE and fid.fid_weights_path().parent == Path(torch.hub.get_dir()) / 'checkpoints'
 
 
 def test_rfid_without_weights_is_a_reason_naming_the_file(tmp_path, monkeypatch):
     "TORCH_HOME empty: no extractor, no download attempted, and the reason names the file, where it comes from and the pip command."
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty-torch-home'))
     no_downloads(monkeypatch)
-    model, status = ev.fid_metric(True)
+    model, status = fid.fid_metric(True)
     assert model is None and status.startswith('unavailable: ')
     assert str(tmp_path / 'empty-torch-home' / 'hub' / 'checkpoints' / FID_FILE) in status
-    assert ev.FID_WEIGHTS_URL in status and 'pip install pytorch-fid' in status
-    assert ev.fid_metric(False) == (None, 'not requested')
+    assert fid.FID_WEIGHTS_URL in status and 'pip install pytorch-fid' in status
+    assert fid.fid_metric(False) == (None, 'not requested')
 
 
 def test_rfid_with_a_corrupt_weights_file_is_a_reason(tmp_path, monkeypatch):
@@ -318,7 +319,7 @@ def test_rfid_with_a_corrupt_weights_file_is_a_reason(tmp_path, monkeypatch):
     no_downloads(monkeypatch)
     path = tmp_path / 'hub' / 'checkpoints' / FID_FILE
     path.parent.mkdir(parents=True); path.write_bytes(b'not a checkpoint')
-    model, status = ev.fid_metric(True)
+    model, status = fid.fid_metric(True)
     assert model is None and status.startswith('unavailable: ') and str(path) in status and 'could not be loaded' in status
 
 
@@ -327,19 +328,19 @@ def test_frechet_distance_by_hand_and_against_pytorch_fid():
     "Closed forms on tiny Gaussians; pytorch-fid's scipy sqrtm version on random ones."
     from pytorch_fid.fid_score import calculate_frechet_distance
     # 1-d: (m1 - m2)^2 + (s1 - s2)^2; diagonal: that per axis
-    assert ev.frechet_distance([0.5], [[0.25]], [-1.0], [[4.0]]) == pytest.approx(1.5 ** 2 + (0.5 - 2) ** 2, abs=1e-12)
-    assert ev.frechet_distance([0, 0, 1], np.diag([1, 9, 4.0]), [1, 2, 1], np.diag([4, 1, 4.0])) == pytest.approx(1 + 4 + 1 + 4 + 0)
+    assert fid.frechet_distance([0.5], [[0.25]], [-1.0], [[4.0]]) == pytest.approx(1.5 ** 2 + (0.5 - 2) ** 2, abs=1e-12)
+    assert fid.frechet_distance([0, 0, 1], np.diag([1, 9, 4.0]), [1, 2, 1], np.diag([4, 1, 4.0])) == pytest.approx(1 + 4 + 1 + 4 + 0)
     # commuting (same eigenvectors) covariances: ||mu||^2 + sum (sqrt(a_i) - sqrt(b_i))^2
     q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))
     a, b = np.array([1.0, 2, 3, 4]), np.array([4.0, 1, 9, 1])
-    assert ev.frechet_distance(np.zeros(4), q @ np.diag(a) @ q.T, np.ones(4), q @ np.diag(b) @ q.T) == \
+    assert fid.frechet_distance(np.zeros(4), q @ np.diag(a) @ q.T, np.ones(4), q @ np.diag(b) @ q.T) == \
         pytest.approx(4 + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum(), rel=1e-10)
     rng = np.random.default_rng(2)
     f1 = rng.normal(size=(300, 8)) @ rng.normal(size=(8, 8))
     f2 = rng.normal(size=(300, 8)) @ rng.normal(size=(8, 8)) + 0.3
     args = (f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
-    assert ev.frechet_distance(*args) == pytest.approx(calculate_frechet_distance(*args), rel=1e-8)
-    with pytest.raises(ValueError, match='do not match'): ev.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+    assert fid.frechet_distance(*args) == pytest.approx(calculate_frechet_distance(*args), rel=1e-8)
+    with pytest.raises(ValueError, match='do not match'): fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
 
 
 class StubTokenizer(torch.nn.Module):
@@ -367,7 +368,7 @@ def test_rfid_wiring_with_an_injected_extractor(make_frames):
     with torch.no_grad():
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
         fx, fy = features(x).double().numpy(), features((x + 0.2).clamp(0, 1)).double().numpy()
-    by_hand = ev.frechet_distance(fx.mean(0), np.cov(fx, rowvar=False), fy.mean(0), np.cov(fy, rowvar=False))
+    by_hand = fid.frechet_distance(fx.mean(0), np.cov(fx, rowvar=False), fy.mean(0), np.cov(fy, rowvar=False))
     assert shifted['rfid'] == pytest.approx(by_hand, rel=1e-4)
     assert ev.evaluate(StubTokenizer(0.2), frames, batch_size=7, fid_model=features)['rfid'] == pytest.approx(shifted['rfid'], rel=1e-6)
     assert 'rfid' not in ev.evaluate(StubTokenizer(0.2), frames)                 # the trainer's call: no rFID
@@ -375,10 +376,10 @@ def test_rfid_wiring_with_an_injected_extractor(make_frames):
 
 def test_eval_reports_rfid_with_an_injected_extractor(runs, no_lpips, tmp_path):
     folders, _ = runs
-    r = ev.run_eval(folders['nearest'], device='cpu', fid=random_extractor())
+    r = rp.run_eval(folders['nearest'], device='cpu', fid=random_extractor())
     m = r['sources']['val']
     assert m['rfid_status'] == 'ok' and m['rfid'] > 0
-    assert 'rFID' in ev.eval_summary(r) and f"rFID {m['rfid']:.2f}" in ev.eval_summary(r)
+    assert 'rFID' in rp.eval_summary(r) and f"rFID {m['rfid']:.2f}" in rp.eval_summary(r)
 
 
 # -- LPIPS graded by another network ---------------------------------------------------------------------------------
@@ -396,7 +397,7 @@ def test_lpips_is_graded_by_a_network_the_run_did_not_train_on(trained, override
     r = ev.evaluate_model(model, cfg, [('frames', frames)], tmp_path / 'out', lpips_net=override, fid=False)
     m = r['sources']['frames']
     assert asked == [grades] and m['lpips_net'] == grades and m['lpips_trained_net'] == trained and m['lpips'] > 0
-    assert f'LPIPS ({grades})' in ev.eval_summary(r)
+    assert f'LPIPS ({grades})' in rp.eval_summary(r)
 
 
 def test_compared_runs_share_one_grading_network(runs, monkeypatch):
@@ -406,13 +407,13 @@ def test_compared_runs_share_one_grading_network(runs, monkeypatch):
     def unavailable(net, device='cpu'):
         asked.append(net); raise LPIPSUnavailable(f'no {net} weights here')
     monkeypatch.setattr(ev, 'build_lpips', unavailable)
-    real_load = ev.load_tokenizer
+    real_load = ck.load_tokenizer
     def load(path, device='cpu'):   # the 'transpose' run as if it had trained with LPIPS on vgg, the other on alex
         model, cfg, state = real_load(path, device)
         net = 'vgg' if Path(path).name == 'transpose' else 'alex'
         return model, apply_overrides(cfg, ['loss.lpips=0.1', f'loss.lpips_net={net}']), state
-    monkeypatch.setattr(ev, 'load_tokenizer', load)
-    s = ev.run_eval_many([folders['nearest'], folders['transpose']], device='cpu', sample_frames=2, fid=False)
+    monkeypatch.setattr(rp, 'load_tokenizer', load)   # where report looks it up
+    s = rp.run_eval_many([folders['nearest'], folders['transpose']], device='cpu', sample_frames=2, fid=False)
     assert asked == ['squeeze'] and [row['lpips_net'] for row in s['table']] == ['squeeze', 'squeeze']
     assert [row['lpips_trained_net'] for row in s['table']] == ['alex', 'vgg']
 

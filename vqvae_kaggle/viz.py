@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_viz.ipynb #c54f3a53
 from __future__ import annotations
-import json, math, os, re, sys
+import json, math, re, sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 import numpy as np
@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 import torch.nn.functional as F
 from .metrics import probe_frames, luminance, laplacian
 from .tracking import read_metrics
+from .shared import atomic_file
 
 # %% auto #0
 __all__ = ['ZOOM_CROP', 'ZOOM_MARK', 'to_uint8_images', 'tile_rows', 'sample_grid', 'add_title', 'save_grid', 'figure_to_array',
@@ -109,25 +110,14 @@ def add_title(img: np.ndarray, title: str, size: int = 12) -> np.ndarray:
     ImageDraw.Draw(band).text((4, 3 - top), title, fill=(0, 0, 0), font=font)
     return np.concatenate([np.asarray(band), img])
 
-def _atomic_write(path, write) -> Path:
-    "Call `write(tmp_path)`, then rename the temporary file to `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
-
 def save_grid(img, path, title: str | None = None) -> Path:
     "Write a uint8 (H, W, 3) image (or a batch-free tensor/array `to_uint8_images` reads) as PNG, atomically."
     arr = to_uint8_images(img, 'img')
     if len(arr) != 1: raise ValueError(f'save_grid: expected one image, got a batch of {len(arr)}; make a grid first')
     arr = arr[0]
     if title: arr = add_title(arr, title)
-    return _atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format='PNG'))
+    with atomic_file(path, fsync=False) as tmp: Image.fromarray(arr).save(tmp, format='PNG')   # a picture: no fsync
+    return Path(path)
 
 def figure_to_array(fig) -> np.ndarray:
     "Render a matplotlib figure to uint8 (H, W, 3)."
@@ -272,7 +262,8 @@ def metric_keys(records: Iterable[Mapping]) -> list[str]:
 
 def save_figure(fig, path, dpi: int = 100) -> Path:
     "Save a matplotlib figure as PNG, atomically."
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi))
+    with atomic_file(path, fsync=False) as tmp: fig.savefig(tmp, format='png', dpi=dpi)
+    return Path(path)
 
 def plot_metrics(log, keys: list[str] | None = None, path=None, ncols: int = 4):
     "Figure with one panel per metric and a line per split, from a JSON-lines log path or a list of dicts."
