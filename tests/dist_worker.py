@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import synthetic_frames
-from vqvae_kaggle.config import get_preset, apply_overrides
+from vqvae_kaggle.config import apply_overrides
+from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.train import Trainer
 
 p = argparse.ArgumentParser()

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from vqvae_kaggle.cli import main, config_from_args, build_parser
 from vqvae_kaggle.checkpoint import save_checkpoint, list_checkpoints
-from vqvae_kaggle.config import SECTIONS, ConfigError, Config, RunConfig, get_preset, apply_overrides, validate
+from vqvae_kaggle.config import SECTIONS, ConfigError, Config, RunConfig, apply_overrides, validate
+from vqvae_kaggle.presets import get_preset
 from test_cli import TINY, make_source
 
 def snapshot(*folders) -> dict:

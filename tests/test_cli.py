@@ -104,7 +104,8 @@ def test_eval_lpips_net_and_no_fid_flags(tmp_path, capsys, monkeypatch):
     "--lpips-net picks the grading network (recorded even when its weights are missing, as here); --no-fid skips rFID."
     import urllib.error
     from vqvae_kaggle.checkpoint import save_checkpoint
-    from vqvae_kaggle.config import apply_overrides, config_to_dict, get_preset
+    from vqvae_kaggle.config import apply_overrides, config_to_dict
+    from vqvae_kaggle.presets import get_preset
     from vqvae_kaggle.model import build_tokenizer
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty-torch-home'))
     monkeypatch.setattr('torchvision.models._api.load_state_dict_from_url',

@@ -2,7 +2,8 @@
 import subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from vqvae_kaggle.config import get_preset, apply_overrides
+from vqvae_kaggle.config import apply_overrides
+from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.distributed import torchrun_command
 from vqvae_kaggle.train import Trainer
 from conftest import synthetic_frames

@@ -10,7 +10,8 @@ import pytest
 
 from vqvae_kaggle import kaggle as vk
 from vqvae_kaggle.cli import main
-from vqvae_kaggle.config import Config, DataConfig, apply_overrides, get_preset, load_config
+from vqvae_kaggle.config import Config, DataConfig, apply_overrides
+from vqvae_kaggle.presets import get_preset, load_config
 from vqvae_kaggle.data import frame_dataset_manifest, load_splits
 from vqvae_kaggle.kaggle_datasets import DATASET_METADATA, dataset_metadata, publish_frame_dataset, stage_frame_dataset
 from vqvae_kaggle.kaggle_client import KaggleCredentialsError

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from vqvae_kaggle import kaggle as vk, kaggle_client as kc
+from vqvae_kaggle import kaggle as vk, kaggle_client as kc, kaggle_push as kp, kaggle_chain as kch
 
 REPO = Path(__file__).resolve().parents[1]
 KID = json.loads((REPO / 'kernel-metadata.json').read_text())['id']
@@ -92,7 +92,7 @@ class FakeKaggle:
             return types.SimpleNamespace(status=types.SimpleNamespace(name=self._left[v][-1]), failure_message=None)
         todo = self._left[v]
         s = todo.pop(0) if len(todo) > 1 else todo[0]
-        if s in kc.TERMINAL_STATUSES: self._finished.add(v)
+        if s in kch.TERMINAL_STATUSES: self._finished.add(v)
         enum = types.SimpleNamespace(name=s)          # kaggle 2.2.5 returns a KernelWorkerStatus enum
         return types.SimpleNamespace(status=enum, failure_message=self.failure if s == 'ERROR' else None)
 
@@ -126,7 +126,7 @@ def quiet(*a): pass
 
 def injected(nb):
     "The injected parameters of a pushed notebook, as a dict."
-    src = kc._source(nb['cells'][kc.parameters_cell(nb) + 1])
+    src = kp.cell_source(nb['cells'][kp.parameters_cell(nb) + 1])
     ns = {}
     exec(src, ns)
     return {k: v for k, v in ns.items() if not k.startswith('__')}
@@ -135,27 +135,27 @@ def injected(nb):
 # -- metadata ----------------------------------------------------------------------------------------------------------
 
 def test_repository_metadata_is_valid_and_explicit():
-    meta = kc.validate_metadata(REPO)
+    meta = kp.validate_metadata(REPO)
     assert meta['code_file'] == 'kernel/train.ipynb' and (REPO / meta['code_file']).is_file()
     assert (meta['language'], meta['kernel_type'], meta['machine_shape']) == ('python', 'notebook', 'NvidiaTeslaT4')
     for k in ('is_private', 'enable_gpu', 'enable_internet'): assert meta[k] is True
     for k in ('dataset_sources', 'kernel_sources', 'competition_sources', 'model_sources'): assert meta[k] == []
-    assert kc.slugify(meta['title']) == meta['id'].split('/')[1]
+    assert kp.slugify(meta['title']) == meta['id'].split('/')[1]
 
 
 def test_parameters_cell_is_tagged_for_papermill():
     """Kaggle runs notebooks with papermill, which injects after the cell tagged 'parameters' (else at the top, where the
     notebook's own defaults would then override every injected value)."""
     nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
-    assert 'parameters' in nb['cells'][kc.parameters_cell(nb)]['metadata'].get('tags', [])
+    assert 'parameters' in nb['cells'][kp.parameters_cell(nb)]['metadata'].get('tags', [])
 
 
 def test_notebook_parameters_cover_every_cli_option():
     "The CLI only sets parameters the front end defines (the contract between `kernel push` and kernel/train.ipynb)."
     nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
-    names = set(kc.parameter_names(nb))
-    set_by_cli = set(kc._PARAM_ARGS.values()) | {'OVERRIDES', 'FRESH', 'LPIPS_DOWNLOAD', 'PREVIOUS_OUTPUT', 'REQUIRE_PREVIOUS', 'PACKAGE_WHEEL'}
-    set_by_cli |= set(kc.SESSION_PARAMETERS)           # SESSION_TOKEN, TIMEOUT_SECONDS, QUOTA_HOURS_LEFT
+    names = set(kp.parameter_names(nb))
+    set_by_cli = set(kch.CLI_PARAMETERS.values()) | {'OVERRIDES', 'FRESH', 'LPIPS_DOWNLOAD', 'PREVIOUS_OUTPUT', 'REQUIRE_PREVIOUS', 'PACKAGE_WHEEL'}
+    set_by_cli |= set(kp.SESSION_PARAMETERS)           # SESSION_TOKEN, TIMEOUT_SECONDS, QUOTA_HOURS_LEFT
     assert set_by_cli <= names, set_by_cli - names
 
 
@@ -200,55 +200,55 @@ WARN = [   # what the official client only warns about (or fills with its defaul
 
 @pytest.mark.parametrize('change,message', WARN, ids=[m[:40] for _, m in WARN])
 def test_metadata_warnings_do_not_stop_a_push(change, message, capsys):
-    kc.validate_metadata({**good_meta(), **change}, REPO)
+    kp.validate_metadata({**good_meta(), **change}, REPO)
     assert message in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('change,message', BAD, ids=[m[:40] for _, m in BAD])
 def test_metadata_errors_are_clear(change, message):
     meta = {**good_meta(), **change}
-    with pytest.raises(kc.MetadataError) as e: kc.validate_metadata(meta, REPO)
+    with pytest.raises(kp.MetadataError) as e: kp.validate_metadata(meta, REPO)
     assert message in str(e.value)
 
 
 @pytest.mark.parametrize('key', ['enable_internet', 'enable_gpu', 'is_private', 'dataset_sources', 'kernel_sources', 'model_sources'])
 def test_metadata_switches_and_sources_must_be_explicit(key):
     meta = {k: v for k, v in good_meta().items() if k != key}
-    with pytest.raises(kc.MetadataError, match=rf"missing key\(s\) \['{key}'\]"): kc.validate_metadata(meta, REPO)
+    with pytest.raises(kp.MetadataError, match=rf"missing key\(s\) \['{key}'\]"): kp.validate_metadata(meta, REPO)
 
 
 def test_metadata_reports_every_problem_at_once_and_accepts_good_variants(capsys):
     meta = {**good_meta(), 'language': 'r', 'enable_internet': None, 'dataset_sources': ['x']}
-    with pytest.raises(kc.MetadataError) as e: kc.validate_metadata(meta, REPO)
+    with pytest.raises(kp.MetadataError) as e: kp.validate_metadata(meta, REPO)
     assert str(e.value).count('\n  - ') == 3
     ok = [dict(enable_internet=False), dict(enable_gpu=False, machine_shape=None),
           dict(enable_gpu=False, enable_tpu=True, machine_shape='TpuV6E8'),
           dict(dataset_sources=['me/frames', 'me/weights/3'], kernel_sources=['me/vqvae-kaggle-train', 'me/other-kernel/7'],
                competition_sources=['some-competition'], model_sources=['me/model/pytorch/default/1'])]
-    for change in ok: kc.validate_metadata({**good_meta(), **change}, REPO)
-    kc.validate_metadata({**good_meta(), 'machine_shape': 'NvidiaTeslaP100'}, REPO)
+    for change in ok: kp.validate_metadata({**good_meta(), **change}, REPO)
+    kp.validate_metadata({**good_meta(), 'machine_shape': 'NvidiaTeslaP100'}, REPO)
     assert 'retired' in capsys.readouterr().out
 
 
 def test_metadata_file_errors(tmp_path):
-    with pytest.raises(kc.MetadataError, match='kernel metadata not found'): kc.validate_metadata(tmp_path)
+    with pytest.raises(kp.MetadataError, match='kernel metadata not found'): kp.validate_metadata(tmp_path)
     (tmp_path / 'kernel-metadata.json').write_text('{"id": ')
-    with pytest.raises(kc.MetadataError, match='is not valid JSON'): kc.validate_metadata(tmp_path)
+    with pytest.raises(kp.MetadataError, match='is not valid JSON'): kp.validate_metadata(tmp_path)
 
 
 @pytest.mark.parametrize('title', ['vqvae-kaggle-train', 'VQ-VAE Kaggle: Train!', "Don't  stop -- me now", 'Café crème 2,000',
                                    'a_b.c/d', '  --Leading and trailing--  ', 'UPPER 123 lower'])
 def test_slugify_agrees_with_the_kaggle_clients_slugify(title):
     slugify = pytest.importorskip('slugify').slugify   # python-slugify, what the kaggle client uses
-    assert kc.slugify(title) == slugify(title)
+    assert kp.slugify(title) == slugify(title)
 
 
 # -- the package at the pushed version ---------------------------------------------------------------------------------
 
 def test_pushed_wheel_installs_and_imports_the_exact_files(tmp_path):
-    staged = kc.stage_kernel(REPO, tmp_path / 'stage', {'PRESET': 'cpu'})
+    staged = kp.stage_kernel(REPO, tmp_path / 'stage', {'PRESET': 'cpu'})
     wheel_param = injected(json.loads((staged / 'train.ipynb').read_text()))['PACKAGE_WHEEL']
-    version = kc.package_version(REPO / 'vqvae_kaggle')
+    version = kp.package_version(REPO / 'vqvae_kaggle')
     assert wheel_param['version'] == version and wheel_param['name'] == f'vqvae_kaggle-{version}-py3-none-any.whl'
     wheel = tmp_path / wheel_param['name']
     import base64, hashlib
@@ -270,21 +270,36 @@ def test_package_version_changes_with_any_file(tmp_path):
     import shutil
     pkg = tmp_path / 'vqvae_kaggle'
     shutil.copytree(REPO / 'vqvae_kaggle', pkg, ignore=shutil.ignore_patterns('__pycache__'))
-    v1 = kc.package_version(pkg)
-    assert v1 == kc.package_version(REPO / 'vqvae_kaggle')
+    v1 = kp.package_version(pkg)
+    assert v1 == kp.package_version(REPO / 'vqvae_kaggle')
     (pkg / 'cli.py').write_text((pkg / 'cli.py').read_text() + '\n# changed\n')
-    assert kc.package_version(pkg) != v1 and kc.package_version(pkg).split('+')[0] == v1.split('+')[0]
+    assert kp.package_version(pkg) != v1 and kp.package_version(pkg).split('+')[0] == v1.split('+')[0]
 
+
+def test_the_wheel_carries_subpackages_and_script_files(tmp_path):
+    "Every .py below the package, at any depth: a subpackage, and a script file no module imports (run as a script in the kernel)."
+    pkg = tmp_path / 'vqvae_kaggle'
+    (pkg / 'sources' / '__pycache__').mkdir(parents=True)
+    (pkg / '__init__.py').write_text("__version__ = '0.1.0'\n")
+    for f in ('sources/__init__.py', 'sources/crafter.py', 'sources/minecraft_game.py'): (pkg / f).write_text(f'# {f}\n')
+    (pkg / 'sources' / '__pycache__' / 'crafter.cpython-311.pyc').write_bytes(b'')
+    with zipfile.ZipFile(kp.build_wheel(pkg, tmp_path / 'out')) as z:
+        names = z.namelist()
+        assert sorted(n for n in names if n.endswith('.py')) == ['vqvae_kaggle/__init__.py', 'vqvae_kaggle/sources/__init__.py',
+                                                                 'vqvae_kaggle/sources/crafter.py', 'vqvae_kaggle/sources/minecraft_game.py']
+        assert z.read('vqvae_kaggle/sources/minecraft_game.py') == b'# sources/minecraft_game.py\n'
+        record = z.read(next(n for n in names if n.endswith('/RECORD'))).decode()
+    assert 'vqvae_kaggle/sources/minecraft_game.py,sha256=' in record
 
 def test_staging_leaves_the_repository_alone_and_injects_once(tmp_path):
     before = (REPO / 'kernel' / 'train.ipynb').read_bytes(), (REPO / 'kernel-metadata.json').read_bytes()
-    staged = kc.stage_kernel(REPO, tmp_path / 'a', {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}, package=False)
+    staged = kp.stage_kernel(REPO, tmp_path / 'a', {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}, package=False)
     assert ((REPO / 'kernel' / 'train.ipynb').read_bytes(), (REPO / 'kernel-metadata.json').read_bytes()) == before
     nb = json.loads((staged / 'train.ipynb').read_text())
     assert injected(nb) == {'PRESET': 'cpu', 'OVERRIDES': ['optim.lr=3e-4'], 'FRESH': True}
-    again = kc.inject_parameters(nb, {'PRESET': 'default'})               # re-staging replaces the injected cell
+    again = kp.inject_parameters(nb, {'PRESET': 'default'})               # re-staging replaces the injected cell
     assert len(again['cells']) == len(nb['cells']) and injected(again) == {'PRESET': 'default'}
-    with pytest.raises(ValueError, match='not a plain Python literal'): kc.inject_parameters(nb, {'PRESET': object()})
+    with pytest.raises(ValueError, match='not a plain Python literal'): kp.inject_parameters(nb, {'PRESET': object()})
 
 
 # -- credentials and the real client, offline ------------------------------------------------------------------------
@@ -315,7 +330,7 @@ def test_real_client_without_network_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv('KAGGLE_USERNAME', 'someone'); monkeypatch.setenv('KAGGLE_KEY', '0' * 32)
     client = kc.kaggle_client()
     assert type(client).__name__ == 'KaggleApi'
-    with pytest.raises(kc.KaggleError) as e: kc.kernel_status(client, 'someone/vqvae-kaggle-train')
+    with pytest.raises(kc.KaggleError) as e: kch.kernel_status(client, 'someone/vqvae-kaggle-train')
     if not vk.has_internet('www.kaggle.com'):
         assert isinstance(e.value, kc.KaggleNetworkError) and 'cannot reach Kaggle' in str(e.value)
 
@@ -339,7 +354,7 @@ def test_client_failures_become_clear_errors(exc, cls, text):
 
 def test_push_validates_stages_pushes_and_reports_the_url(tmp_path):
     fake, lines = FakeKaggle(), []
-    r = kc.push_kernel(REPO, fake, {'PRESET': 'cpu'}, accelerator='NvidiaL4', timeout_seconds=3600, stage_dir=tmp_path / 's', log=lines.append)
+    r = kp.push_kernel(REPO, fake, {'PRESET': 'cpu'}, accelerator='NvidiaL4', timeout_seconds=3600, stage_dir=tmp_path / 's', log=lines.append)
     assert (r.kernel, r.version, r.url) == (KID, 1, f'https://www.kaggle.com/code/{KID}?scriptVersionId=1001')
     assert lines[-1] == f'pushed {KID} version 1: {r.url}'
     p = fake.pushes[0]
@@ -352,7 +367,7 @@ def test_push_with_another_id_and_invalid_sources_reported(tmp_path, monkeypatch
     meta = {**good_meta(), 'dataset_sources': ['ghost/dataset']}
     (tmp_path / 'kernel').mkdir(); (tmp_path / 'kernel' / 'train.ipynb').write_bytes((REPO / 'kernel' / 'train.ipynb').read_bytes())
     (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
-    r = kc.push_kernel(tmp_path, fake, kernel_id='me/my-tokenizer', package=False, stage_dir=tmp_path / 's', log=lines.append)
+    r = kp.push_kernel(tmp_path, fake, kernel_id='me/my-tokenizer', package=False, stage_dir=tmp_path / 's', log=lines.append)
     assert r.kernel == 'me/my-tokenizer' and fake.pushes[0]['meta']['title'] == 'my-tokenizer'
     assert r.invalid_sources == {'dataset': ['ghost/dataset']} and any("did not accept these dataset sources: ['ghost/dataset']" in l for l in lines)
 
@@ -360,38 +375,38 @@ def test_push_with_another_id_and_invalid_sources_reported(tmp_path, monkeypatch
 def test_push_errors(tmp_path):
     rejected = FakeKaggle(reject=lambda m: 'Maximum kernel size exceeded')
     with pytest.raises(kc.KaggleError, match=f'Kaggle rejected the push of {KID}: Maximum kernel size exceeded'):
-        kc.push_kernel(REPO, rejected, package=False, stage_dir=tmp_path / 'a', log=quiet)
+        kp.push_kernel(REPO, rejected, package=False, stage_dir=tmp_path / 'a', log=quiet)
     with pytest.raises(kc.KaggleQuotaError, match='GPU quota'):
-        kc.push_kernel(REPO, FakeKaggle(reject=lambda m: 'You have exceeded your weekly GPU quota'), package=False,
+        kp.push_kernel(REPO, FakeKaggle(reject=lambda m: 'You have exceeded your weekly GPU quota'), package=False,
                        stage_dir=tmp_path / 'b', log=quiet)
     offline = FakeKaggle(raises={'kernels_push': [requests.exceptions.ConnectionError('Failed to resolve www.kaggle.com')]})
     with pytest.raises(kc.KaggleNetworkError, match=f'pushing {KID}: cannot reach Kaggle'):
-        kc.push_kernel(REPO, offline, package=False, stage_dir=tmp_path / 'c', log=quiet)
-    with pytest.raises(kc.MetadataError, match="accelerator 'GTX1080'"):
-        kc.push_kernel(REPO, FakeKaggle(), accelerator='GTX1080', package=False, stage_dir=tmp_path / 'd', log=quiet)
+        kp.push_kernel(REPO, offline, package=False, stage_dir=tmp_path / 'c', log=quiet)
+    with pytest.raises(kp.MetadataError, match="accelerator 'GTX1080'"):
+        kp.push_kernel(REPO, FakeKaggle(), accelerator='GTX1080', package=False, stage_dir=tmp_path / 'd', log=quiet)
     bad = tmp_path / 'bad'; (bad / 'kernel').mkdir(parents=True)
     (bad / 'kernel-metadata.json').write_text(json.dumps({**good_meta(), 'enable_internet': 'yes'}))
     fake = FakeKaggle()
-    with pytest.raises(kc.MetadataError, match='enable_internet must be true or false'):
-        kc.push_kernel(bad, fake, package=False, stage_dir=tmp_path / 'e', log=quiet)
+    with pytest.raises(kp.MetadataError, match='enable_internet must be true or false'):
+        kp.push_kernel(bad, fake, package=False, stage_dir=tmp_path / 'e', log=quiet)
     assert fake.calls == []                                               # validated before any call to Kaggle
 
 
 def test_status_output_and_log_tail(tmp_path):
     fake = FakeKaggle(statuses={1: ['RUNNING', 'ERROR']})
-    kc.push_kernel(REPO, fake, package=False, stage_dir=tmp_path / 's', log=quiet)
-    assert kc.kernel_status(fake, KID) == kc.KernelStatus(KID, 'RUNNING', None)
-    assert kc.kernel_status(fake, f'{KID}/1') == kc.KernelStatus(f'{KID}/1', 'ERROR', 'Notebook failed: exit code 1')
+    kp.push_kernel(REPO, fake, package=False, stage_dir=tmp_path / 's', log=quiet)
+    assert kch.kernel_status(fake, KID) == kch.KernelStatus(KID, 'RUNNING', None)
+    assert kch.kernel_status(fake, f'{KID}/1') == kch.KernelStatus(f'{KID}/1', 'ERROR', 'Notebook failed: exit code 1')
     plain = types.SimpleNamespace(kernels_status=lambda k: {'status': 'KernelWorkerStatus.COMPLETE', 'failureMessage': ''})
-    assert kc.kernel_status(plain, KID).status == 'COMPLETE'
-    files = kc.download_output(fake, f'{KID}/1', tmp_path / 'out', pattern=r'summary\.json$')
+    assert kch.kernel_status(plain, KID).status == 'COMPLETE'
+    files = kch.download_output(fake, f'{KID}/1', tmp_path / 'out', pattern=r'summary\.json$')
     assert [f.name for f in files] == ['summary.json', 'vqvae-kaggle-train.log']
     assert fake.calls[-1] == ('kernels_output', (f'{KID}/1', r'summary\.json$'))
-    tail = kc.log_tail(files[1].read_text(), 3)
+    tail = kch.log_tail(files[1].read_text(), 3)
     assert tail == 'step 48\nstep 49\nSTOPPED: LPIPS (alex) needs alexnet-owt-7be5be79.pth'
-    assert kc.log_tail('a\nb\nc\n', 2) == 'b\nc'                          # plain-text logs too
+    assert kch.log_tail('a\nb\nc\n', 2) == 'b\nc'                          # plain-text logs too
     old_client = types.SimpleNamespace(kernels_output=lambda *a, **k: [str(files[0])])   # older clients return a list
-    assert kc.download_output(old_client, KID, tmp_path / 'o2') == [files[0]]
+    assert kch.download_output(old_client, KID, tmp_path / 'o2') == [files[0]]
 
 
 def test_wait_tolerates_network_hiccups_but_not_an_outage_or_forever():
@@ -399,21 +414,21 @@ def test_wait_tolerates_network_hiccups_but_not_an_outage_or_forever():
     hiccup = FakeKaggle(statuses={1: ['RUNNING', 'COMPLETE']},
                         raises={'kernels_status': [requests.exceptions.ConnectionError('reset')] * 2})
     hiccup.pushes.append({}); hiccup._left[1] = ['RUNNING', 'COMPLETE']
-    assert kc.wait_for_kernel(hiccup, f'{KID}/1', 30, sleep=naps.append, log=quiet).status == 'COMPLETE'
+    assert kch.wait_for_kernel(hiccup, f'{KID}/1', 30, sleep=naps.append, log=quiet).status == 'COMPLETE'
     assert naps == [30, 30, 30]
     outage = FakeKaggle(raises={'kernels_status': [requests.exceptions.ConnectionError('down')] * 10})
-    with pytest.raises(kc.KaggleNetworkError): kc.wait_for_kernel(outage, KID, 30, sleep=quiet, log=quiet, network_retries=3)
+    with pytest.raises(kc.KaggleNetworkError): kch.wait_for_kernel(outage, KID, 30, sleep=quiet, log=quiet, network_retries=3)
     stuck = FakeKaggle(); stuck.pushes.append({}); stuck._left[1] = ['RUNNING']
     t = iter(range(0, 10**6, 3600))
     with pytest.raises(kc.KaggleError, match=f'{KID}/1 is still RUNNING after 13.0 h'):
-        kc.wait_for_kernel(stuck, f'{KID}/1', 60, sleep=quiet, clock=lambda: next(t), log=quiet)
+        kch.wait_for_kernel(stuck, f'{KID}/1', 60, sleep=quiet, clock=lambda: next(t), log=quiet)
 
 
 # -- chain -----------------------------------------------------------------------------------------------------------
 
 def test_chain_runs_sessions_each_continuing_from_the_last(tmp_path):
     fake, lines, naps = FakeKaggle(quota=[(0, 30), (12, 30), (24, 30)]), [], []
-    out = kc.chain(3, REPO, fake, {'PRESET': 'default'}, sleep=naps.append, work_dir=tmp_path, log=lines.append)
+    out = kch.chain(3, REPO, fake, {'PRESET': 'default'}, sleep=naps.append, work_dir=tmp_path, log=lines.append)
     assert [(r['version'], r['status'], r['summary']['step']) for r in out] == [(1, 'COMPLETE', 1000), (2, 'COMPLETE', 2000), (3, 'COMPLETE', 3000)]
     assert len(naps) == 6                                                 # QUEUED, RUNNING: two polls per session
     params = [injected(p['nb']) for p in fake.pushes]
@@ -428,7 +443,7 @@ def test_chain_runs_sessions_each_continuing_from_the_last(tmp_path):
 
 def test_chain_continue_from_and_without_self_source(tmp_path):
     fake = FakeKaggle()
-    kc.chain(2, REPO, fake, continue_from=f'{KID}/versions/7', attach_self=False, sleep=quiet, work_dir=tmp_path, log=quiet)
+    kch.chain(2, REPO, fake, continue_from=f'{KID}/versions/7', attach_self=False, sleep=quiet, work_dir=tmp_path, log=quiet)
     assert [injected(p['nb'])['PREVIOUS_OUTPUT'] for p in fake.pushes] == [f'{KID}/versions/7', f'{KID}/versions/1']
     assert [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
 
@@ -436,7 +451,7 @@ def test_chain_continue_from_and_without_self_source(tmp_path):
 def test_chain_stops_at_a_failed_session_with_its_message_and_log(tmp_path):
     fake = FakeKaggle(statuses={2: ['RUNNING', 'ERROR']})
     with pytest.raises(kc.KernelFailed) as e:
-        kc.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+        kch.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
     err = e.value
     assert (err.status, err.failure_message) == ('ERROR', 'Notebook failed: exit code 1')
     assert err.log_tail.splitlines()[-1] == 'STOPPED: LPIPS (alex) needs alexnet-owt-7be5be79.pth'
@@ -444,24 +459,24 @@ def test_chain_stops_at_a_failed_session_with_its_message_and_log(tmp_path):
     assert len(fake.pushes) == 2                                          # nothing pushed after the failure
     cancelled = FakeKaggle(statuses={1: ['RUNNING', 'CANCEL_ACKNOWLEDGED']}, summary=False)
     with pytest.raises(kc.KernelFailed, match='ended with CANCEL_ACKNOWLEDGED: no failure message'):
-        kc.chain(2, REPO, cancelled, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
+        kch.chain(2, REPO, cancelled, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
 
 
 def test_chain_stops_when_the_quota_is_exhausted(tmp_path):
     fake = FakeKaggle(quota=[(20, 30), (29.9, 30)])
     with pytest.raises(kc.KaggleQuotaError, match=r'GPU quota exhausted: 0\.10 h left of 30 h this week.*Nothing was pushed'):
-        kc.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+        kch.chain(3, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
     assert len(fake.pushes) == 1
     at_push = FakeKaggle(reject=lambda m: 'GPU quota exceeded' if m['kernel_sources'] else None)
     with pytest.raises(kc.KaggleQuotaError):                              # a quota refusal is not retried
-        kc.chain(2, REPO, at_push, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
+        kch.chain(2, REPO, at_push, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
     assert len(at_push.pushes) == 1
 
 
 def test_chain_falls_back_to_kagglehub_when_self_source_is_refused(tmp_path):
     lines = []
     fake = FakeKaggle(reject=lambda m: f"Invalid kernel source {m['id']}" if m['id'] in m['kernel_sources'] else None)
-    out = kc.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
+    out = kch.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
     assert len(out) == 2 and [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
     assert injected(fake.pushes[1]['nb'])['PREVIOUS_OUTPUT'] == f'{KID}/versions/1'
     assert any('pushing again without it (kagglehub fetches the output)' in l for l in lines)
@@ -469,24 +484,24 @@ def test_chain_falls_back_to_kagglehub_when_self_source_is_refused(tmp_path):
 
 def test_chain_without_network_or_credentials(tmp_path, monkeypatch):
     offline = FakeKaggle(raises={'kernels_push': [requests.exceptions.ConnectionError('no route to host')]})
-    with pytest.raises(kc.KaggleNetworkError): kc.chain(2, REPO, offline, sleep=quiet, work_dir=tmp_path, log=quiet)
+    with pytest.raises(kc.KaggleNetworkError): kch.chain(2, REPO, offline, sleep=quiet, work_dir=tmp_path, log=quiet)
     for k in ('KAGGLE_USERNAME', 'KAGGLE_KEY', 'KAGGLE_API_TOKEN'): monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv('HOME', str(tmp_path / 'home'))
     with pytest.raises(kc.KaggleCredentialsError, match='no Kaggle credentials found'):
-        kc.chain(1, REPO, None, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
-    with pytest.raises(ValueError, match='at least one session'): kc.chain(0, REPO, FakeKaggle())
+        kch.chain(1, REPO, None, sleep=quiet, work_dir=tmp_path / 'b', log=quiet)
+    with pytest.raises(ValueError, match='at least one session'): kch.chain(0, REPO, FakeKaggle())
 
 
 def test_refused_self_source_in_a_successful_response_is_pushed_again_without_it(tmp_path):
     "Kaggle's invalidKernelSources arrives inside a successful push response: with no version created, push again without it."
     lines = []
     fake = FakeKaggle(refuse_self=True, refuse_creates=False)
-    out = kc.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
+    out = kch.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
     assert len(out) == 2 and fake.refused == 1 and [p['meta']['kernel_sources'] for p in fake.pushes] == [[], []]
     assert any('refused the kernel as its own source' in l and 'pushing again without it' in l for l in lines)
     # a refusal that still created the version: that session runs (fetching the output with kagglehub); no second session
     lines, fake = [], FakeKaggle(refuse_self=True, refuse_creates=True)
-    kc.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path / 'b', log=lines.append)
+    kch.chain(2, REPO, fake, sleep=quiet, work_dir=tmp_path / 'b', log=lines.append)
     assert len(fake.pushes) == 2 and any(f'did not attach {KID} to version 2' in l for l in lines)
 
 
@@ -494,18 +509,18 @@ def test_chain_never_takes_an_older_versions_status(tmp_path):
     "A client whose status request cannot name the version: right after the push Kaggle still reports the previous session's COMPLETE."
     fake = FakeKaggle(versions=False, statuses={2: ['COMPLETE', 'QUEUED', 'RUNNING', 'COMPLETE']})
     naps = []
-    kc.chain(2, REPO, fake, sleep=naps.append, work_dir=tmp_path, log=quiet)
+    kch.chain(2, REPO, fake, sleep=naps.append, work_dir=tmp_path, log=quiet)
     statuses = [c[1][0] for c in fake.calls if c[0] == 'kernels_status']
     assert statuses == [KID] * 7 and len(naps) == 5                       # the stale COMPLETE was not the end of session 2
     stale = FakeKaggle(versions=False, statuses={1: ['COMPLETE']})           # never seen starting: an error, not a result
     t = iter(range(0, 10**6, 600))
     with pytest.raises(kc.KaggleError, match='never seen queued or running'):
-        kc.chain(1, REPO, stale, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'b', log=quiet)
+        kch.chain(1, REPO, stale, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'b', log=quiet)
 
 
 def test_a_version_not_yet_known_is_polled_again(tmp_path):
     fake = FakeKaggle(raises={'kernels_status': [http_error(404, 'Not Found')]})
-    out = kc.chain(1, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
+    out = kch.chain(1, REPO, fake, sleep=quiet, work_dir=tmp_path, log=quiet)
     assert out[0]['status'] == 'COMPLETE' and [c[1][0] for c in fake.calls if c[0] == 'kernels_status'][0] == f'{KID}/1'
 
 
@@ -519,10 +534,10 @@ def OldKaggle(**kw):
 
 def test_an_older_client_pushes_and_names_the_version_a_feature_needs(tmp_path):
     old = OldKaggle()
-    r = kc.push_kernel(REPO, old, {'PRESET': 'cpu'}, accelerator='NvidiaTeslaT4', stage_dir=tmp_path / 's', package=False, log=quiet)
+    r = kp.push_kernel(REPO, old, {'PRESET': 'cpu'}, accelerator='NvidiaTeslaT4', stage_dir=tmp_path / 's', package=False, log=quiet)
     assert r.version == 1 and old.pushes[0]['acc'] == 'NvidiaTeslaT4'     # no `no_run=` passed: no TypeError
     with pytest.raises(kc.KaggleError, match=r'--no-run needs kaggle >= 2\.2\.5.*pip install -U "kaggle>=2\.2\.5"'):
-        kc.push_kernel(REPO, old, no_run=True, stage_dir=tmp_path / 's2', package=False, log=quiet)
+        kp.push_kernel(REPO, old, no_run=True, stage_dir=tmp_path / 's2', package=False, log=quiet)
     assert len(old.pushes) == 1
     with pytest.raises(TypeError):                                        # the fake is the real interface: a wrong keyword fails
         FakeKaggle().kernels_push(str(tmp_path), no_runs=True)
@@ -566,17 +581,17 @@ def front_end(tmp_path):
     folder = tmp_path / 'front-end'; (folder / 'kernel').mkdir(parents=True)
     (folder / 'kernel-metadata.json').write_bytes((REPO / 'kernel-metadata.json').read_bytes())
     nb = json.loads((REPO / 'kernel' / 'train.ipynb').read_text())
-    cell = nb['cells'][kc.parameters_cell(nb)]
-    missing = [k for k in kc.SESSION_PARAMETERS if k not in kc.parameter_names(nb)]
-    cell['source'] = kc._source(cell).rstrip('\n') + '\n' + ''.join(f'{k} = None\n' for k in missing)
+    cell = nb['cells'][kp.parameters_cell(nb)]
+    missing = [k for k in kp.SESSION_PARAMETERS if k not in kp.parameter_names(nb)]
+    cell['source'] = kp.cell_source(cell).rstrip('\n') + '\n' + ''.join(f'{k} = None\n' for k in missing)
     (folder / 'kernel' / 'train.ipynb').write_text(json.dumps(nb))
     return folder
 
 
 def test_each_push_carries_a_fresh_session_token_and_the_time_limit(front_end, tmp_path):
     fake, lines = FakeKaggle(), []
-    r1 = kc.push_kernel(front_end, fake, timeout_seconds=5400, package=False, stage_dir=tmp_path / 'a', log=lines.append)
-    r2 = kc.push_kernel(front_end, fake, package=False, stage_dir=tmp_path / 'b', log=quiet)
+    r1 = kp.push_kernel(front_end, fake, timeout_seconds=5400, package=False, stage_dir=tmp_path / 'a', log=lines.append)
+    r2 = kp.push_kernel(front_end, fake, package=False, stage_dir=tmp_path / 'b', log=quiet)
     p1, p2 = injected(fake.pushes[0]['nb']), injected(fake.pushes[1]['nb'])
     assert (p1['SESSION_TOKEN'], p1['TIMEOUT_SECONDS'], fake.pushes[0]['timeout']) == (r1.token, 5400, 5400)
     assert len(r1.token) == 32 and int(r1.token, 16) >= 0 and r2.token == p2['SESSION_TOKEN'] != r1.token
@@ -589,7 +604,7 @@ def test_each_push_carries_a_fresh_session_token_and_the_time_limit(front_end, t
         cell_type='code', metadata={'tags': ['parameters']}, outputs=[], execution_count=None,
         source="# parameters\nPRESET = 'auto'\nPACKAGE_WHEEL = None\n")], metadata={}, nbformat=4, nbformat_minor=5)))
     lines = []
-    r = kc.push_kernel(old, fake, timeout_seconds=600, package=False, stage_dir=tmp_path / 'c', log=lines.append)
+    r = kp.push_kernel(old, fake, timeout_seconds=600, package=False, stage_dir=tmp_path / 'c', log=lines.append)
     assert r.token is None and injected(fake.pushes[2]['nb']) == {} and fake.pushes[2]['timeout'] == 600
     assert [l.split(':')[1].split()[-2] for l in lines if l.startswith('warning: the notebook has no')] == ['SESSION_TOKEN', 'TIMEOUT_SECONDS']
 
@@ -609,7 +624,7 @@ def test_chain_is_never_fooled_by_a_client_that_drops_the_version(front_end, tmp
     def watch_push(*a, **k): pushes_seen.append(list(served)); return push(*a, **k)
     fake.api.kernels_status.side_effect, fake.api.kernels_push.side_effect = watch_status, watch_push
     lines = []
-    out = kc.chain(3, front_end, fake, sleep=quiet, work_dir=tmp_path / 'w', log=lines.append)
+    out = kch.chain(3, front_end, fake, sleep=quiet, work_dir=tmp_path / 'w', log=lines.append)
     tokens = [p['token'] for p in fake.pushes]
     assert len(set(tokens)) == 3 and [r['summary']['session_token'] for r in out] == tokens
     assert [r['summary']['step'] for r in out] == [1000, 2000, 3000]
@@ -626,26 +641,26 @@ def test_a_finished_status_without_this_pushs_token_is_never_the_end(front_end, 
     fake = FakeKaggle(ignores_versions=True, stale_polls=10**6)           # never learns of version 2
     t = iter(range(0, 10**7, 600))
     with pytest.raises(kc.KaggleError) as e:
-        kc.chain(3, front_end, fake, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'a', log=quiet)
+        kch.chain(3, front_end, fake, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'a', log=quiet)
     t1, t2 = (p['token'] for p in fake.pushes)
     assert f'{KID}/2: Kaggle has reported COMPLETE for' in str(e.value) and len(fake.pushes) == 2
     assert f'not of the awaited session: its summary.json names session token {t1}, not this push\'s {t2}' in str(e.value)
     untokened = FakeKaggle(tokens=False)
     with pytest.raises(kc.KaggleError, match="its output has no summary.json naming a session token"):
-        kc.chain(2, front_end, untokened, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'b', log=quiet)
+        kch.chain(2, front_end, untokened, sleep=quiet, clock=lambda: next(t), work_dir=tmp_path / 'b', log=quiet)
     assert len(untokened.pushes) == 1
     failed = FakeKaggle(tokens=False, statuses={1: ['RUNNING', 'ERROR']})  # a crash before summary.json: its failure stands
     with pytest.raises(kc.KernelFailed, match='ended with ERROR'):
-        kc.chain(2, front_end, failed, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
+        kch.chain(2, front_end, failed, sleep=quiet, work_dir=tmp_path / 'c', log=quiet)
     stuck = FakeKaggle(); stuck.pushes.append({}); stuck._left[1] = ['COMPLETE']
     with pytest.raises(kc.KaggleError, match=r'is still COMPLETE after 1\.0 h, and that is not the awaited session: old token'):
-        kc.wait_for_kernel(stuck, f'{KID}/1', 60, 3600, sleep=quiet, clock=lambda: next(t), log=quiet,
+        kch.wait_for_kernel(stuck, f'{KID}/1', 60, 3600, sleep=quiet, clock=lambda: next(t), log=quiet,
                            start_timeout_seconds=10**9, stale=lambda st: 'old token')
 
 
 def test_a_summary_that_cannot_be_read_yet_is_asked_for_again(front_end, tmp_path):
     fake, lines = FakeKaggle(raises={'kernels_output': [requests.exceptions.ConnectionError('reset'), http_error(404)]}), []
-    out = kc.chain(1, front_end, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
+    out = kch.chain(1, front_end, fake, sleep=quiet, work_dir=tmp_path, log=lines.append)
     assert out[0]['summary']['session_token'] == fake.pushes[0]['token']
     assert sum('its summary.json could not be read yet' in l for l in lines) == 1       # one line for the streak
     assert [c[0] for c in fake.calls].count('kernels_output') == 3
@@ -660,7 +675,7 @@ def test_chain_passes_the_time_limit_and_the_quota_left_to_each_session(front_en
     assert [l for l in lines if 'QUOTA_HOURS_LEFT' in l] == ['session 1/2: QUOTA_HOURS_LEFT=20.0 (the session ends within the GPU quota left)',
                                                            'session 2/2: QUOTA_HOURS_LEFT=7.5 (the session ends within the GPU quota left)']
     plain = FakeKaggle()                                                  # a client that cannot read the quota: nothing injected
-    kc.chain(1, front_end, plain, sleep=quiet, work_dir=front_end / 'w', log=quiet)
+    kch.chain(1, front_end, plain, sleep=quiet, work_dir=front_end / 'w', log=quiet)
     assert 'QUOTA_HOURS_LEFT' not in injected(plain.pushes[0]['nb'])
 
 
@@ -673,7 +688,7 @@ def fallback_data(v):
 
 def test_the_trained_source_is_printed_and_a_fallback_is_loud(front_end, tmp_path):
     fake, lines = FakeKaggle(data=fallback_data), []
-    kc.chain(2, front_end, fake, sleep=quiet, work_dir=tmp_path / 'w', log=lines.append)
+    kch.chain(2, front_end, fake, sleep=quiet, work_dir=tmp_path / 'w', log=lines.append)
     done = [l for l in lines if ' complete: ' in l]
     assert done[0].startswith('session 1/2 complete: stopped (deadline) at epoch 3, step 1000, val PSNR 26.00 dB, trained on minecraft')
     assert ', trained on crafter (' in done[1]
@@ -694,7 +709,7 @@ def test_the_trained_source_is_printed_and_a_fallback_is_loud(front_end, tmp_pat
 
 def test_admin_only_accelerator_warns(tmp_path):
     fake, lines = FakeKaggle(), []
-    kc.push_kernel(REPO, fake, accelerator='NvidiaTeslaT4Highmem', package=False, stage_dir=tmp_path / 's', log=lines.append)
+    kp.push_kernel(REPO, fake, accelerator='NvidiaTeslaT4Highmem', package=False, stage_dir=tmp_path / 's', log=lines.append)
     assert "warning: accelerator 'NvidiaTeslaT4Highmem' is admin-only, for Kaggle's administrators only" in lines[0]
     assert fake.pushes[0]['acc'] == 'NvidiaTeslaT4Highmem'                  # a warning: Kaggle has the last word
 
@@ -713,12 +728,12 @@ def test_metadata_as_kaggles_tools_write_it(tmp_path):
     meta.update(machine_shape='', enable_gpu='true', is_private='false', enable_internet='true')
     (tmp_path / 'kernel').mkdir(); (tmp_path / 'kernel' / 'train.ipynb').write_text((REPO / 'kernel' / 'train.ipynb').read_text())
     (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
-    m = kc.validate_metadata(tmp_path)
+    m = kp.validate_metadata(tmp_path)
     assert (m['enable_gpu'], m['is_private'], 'machine_shape' in m) == (True, False, False)
     fake = FakeKaggle(quota=[(29.9, 30)])                                   # "true" is a GPU kernel: the quota is checked
-    with pytest.raises(kc.KaggleQuotaError): kc.chain(1, tmp_path, fake, sleep=quiet, work_dir=tmp_path / 'w', log=quiet)
+    with pytest.raises(kc.KaggleQuotaError): kch.chain(1, tmp_path, fake, sleep=quiet, work_dir=tmp_path / 'w', log=quiet)
     meta.update(enable_gpu='false'); (tmp_path / 'kernel-metadata.json').write_text(json.dumps(meta))
-    kc.chain(1, tmp_path, FakeKaggle(quota=[(29.9, 30)]), sleep=quiet, work_dir=tmp_path / 'w2', log=quiet)   # "false": no GPU, no check
+    kch.chain(1, tmp_path, FakeKaggle(quota=[(29.9, 30)]), sleep=quiet, work_dir=tmp_path / 'w2', log=quiet)   # "false": no GPU, no check
 
 
 # -- the `kernel` command ------------------------------------------------------------------------------------------------
@@ -727,7 +742,7 @@ def cli(argv, client=None, capsys=None):
     "`vqvae-kaggle <argv>` parsed by the project's own CLI parser, run with an injected client."
     from vqvae_kaggle.cli import build_parser
     lines = []
-    rc = kc.run_kernel_command(build_parser().parse_args(argv), client, log=lines.append, sleep=quiet)
+    rc = kch.run_kernel_command(build_parser().parse_args(argv), client, log=lines.append, sleep=quiet)
     return rc, lines
 
 

@@ -1,6 +1,7 @@
 """Every preset of the experiment log builds, has the latent grid the log describes, and trains one step."""
 import math, pytest, torch
-from vqvae_kaggle.config import PRESETS, get_preset, apply_overrides
+from vqvae_kaggle.config import apply_overrides
+from vqvae_kaggle.presets import PRESETS, get_preset
 from vqvae_kaggle.train import Trainer
 from vqvae_kaggle.losses import lpips_weight
 

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest, torch
 
-from vqvae_kaggle.config import get_preset, apply_overrides
+from vqvae_kaggle.config import apply_overrides
+from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.evaluate import evaluate
 from vqvae_kaggle.train import Trainer
 

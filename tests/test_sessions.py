@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import vqvae_kaggle.train as train_mod
-from vqvae_kaggle import kaggle as vk, kaggle_client as kc
+from vqvae_kaggle import kaggle as vk, kaggle_push as kc
 from vqvae_kaggle.checkpoint import list_checkpoints, load_checkpoint, load_latest
-from vqvae_kaggle.config import apply_overrides, get_preset
+from vqvae_kaggle.config import apply_overrides
+from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.train import Trainer, TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +120,8 @@ TRAIN_SCRIPT = r'''
 import sys, time, json
 sys.path.insert(0, {tests!r})
 from conftest import synthetic_frames
-from vqvae_kaggle.config import get_preset, apply_overrides
+from vqvae_kaggle.config import apply_overrides
+from vqvae_kaggle.presets import get_preset
 import vqvae_kaggle.train as T
 import vqvae_kaggle.checkpoint as C
 cfg = apply_overrides(get_preset('cpu'), {overrides!r})

@@ -7,7 +7,8 @@ import numpy as np, pytest, torch
 
 from vqvae_kaggle import tokens as tk
 from vqvae_kaggle import evaluate as ev
-from vqvae_kaggle.config import get_preset, apply_overrides, config_to_dict
+from vqvae_kaggle.config import apply_overrides, config_to_dict
+from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.model import build_tokenizer
 from vqvae_kaggle.checkpoint import save_checkpoint
 from vqvae_kaggle.evaluate import load_tokenizer, reconstruct

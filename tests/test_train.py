@@ -1,7 +1,8 @@
 """The training loop: determinism, exact resume, the health guard (non-finite steps, back-off, rollback) and collapse alerts."""
 import json, math, pytest, torch
 import numpy as np
-from vqvae_kaggle.config import get_preset, apply_overrides, ConfigError
+from vqvae_kaggle.config import apply_overrides, ConfigError
+from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.train import Trainer, TrainingError
 from vqvae_kaggle.tracking import read_metrics
 

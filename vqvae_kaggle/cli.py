@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import (Config, ConfigError, PRESETS, get_preset, load_config, apply_overrides, config_to_dict,
-                                 config_from_dict)
+from .config import Config, ConfigError, apply_overrides, config_to_dict, config_from_dict
+from .presets import PRESETS, get_preset, load_config
 from .frames import FrameError
 from .checkpoint import CheckpointError
 from .evaluate import run_eval, run_eval_many, eval_summary, load_tokenizer, resolve_device
@@ -19,7 +19,9 @@ from .tokens import tokenize, decode, TokensError
 from .losses import LPIPSUnavailable, BACKBONE_FILES
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
-from .kaggle_client import add_kernel_parser, run_kernel_command, KaggleError, MetadataError
+from .kaggle_client import KaggleError
+from .kaggle_push import MetadataError
+from .kaggle_chain import add_kernel_parser, run_kernel_command
 from .data import RENDERED_SOURCES
 
 # %% auto #0
