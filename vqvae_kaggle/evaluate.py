@@ -12,7 +12,8 @@ import torch
 
 from .config import Config
 from .frames import FrameError, FrameSet
-from .data import load_splits, source_frames, alt_val_frames, RENDERED_SOURCES
+from .data import load_splits, alt_val_frames
+from .sources import parse_source
 from .model import to_model_input, to_unit, _autocast
 from .metrics import reconstruction_metrics, code_usage, MetricAverager, artifact_probe
 from .losses import build_lpips, LPIPSUnavailable, BACKBONE_FILES, lpips_requested
@@ -181,12 +182,12 @@ def evaluate_model(model, cfg: Config, sources, out_dir, name: str | None = None
 
 def eval_sources(cfg: Config, specs: list[str] | None, progress: bool = False):
     """(name, FrameSet) per source: 'val' is the run's held-out split, 'val-alt' the same worlds rendered another way,
-    'minecraft' / 'crafter' the held-out worlds of that game (`<game>-val`: another game than the run's is frames it has
-    never seen the like of); anything else is a frame source."""
+    a rendered game ('minecraft', 'crafter') its held-out worlds (`<game>-val`: another game than the run's is frames it
+    has never seen the like of); anything else a frame source, all its frames."""
     for spec in specs or ['val']:
         if spec == 'val': yield 'val', load_splits(cfg, progress=progress)[1]
         elif spec == 'val-alt': yield 'val-alt', alt_val_frames(cfg, progress=progress)
-        elif spec in RENDERED_SOURCES:   # no fallback: frames of another game must not stand in under this name
+        elif (source := parse_source(spec)).renders:   # no fallback: frames of another game must not stand in under this name
             game = replace(cfg, data=replace(cfg.data, source=spec, fallback_source=None, val_source=None))
             yield f'{spec}-val', load_splits(game, progress=progress)[1]
-        else: yield Path(spec).stem or spec, source_frames(spec, cfg.data, progress=progress)[0]
+        else: yield Path(spec).stem or spec, source.frames(cfg.data, progress=progress)[0]

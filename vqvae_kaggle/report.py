@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, EXPORT_SUFFIX, load_tokenizer, resolve_device, run_folder
-from .evaluate import (check_max_frames, eval_lpips_net, eval_sources, evaluate_model, frames_and_episodes,
-                                   frames_to_tensor, lpips_metric, reconstruct, sample_indices)
+from .evaluate import (
+    check_max_frames, eval_lpips_net, eval_sources, evaluate_model, frames_and_episodes, frames_to_tensor, lpips_metric,
+    reconstruct, sample_indices)
 from .fid import fid_metric
 from .temporal import TEMPORAL_THRESHOLD
 from .viz import compare_grid, save_grid
