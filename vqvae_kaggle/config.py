@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #07a4ce33
 from __future__ import annotations
-import dataclasses, functools, json, math, re, types, typing, warnings
+import functools, json, math, re, types, typing, warnings
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 

@@ -54,7 +54,7 @@ def build_wheel(pkg_dir, out_dir) -> Path:
     requires = ''.join(f'Requires-Dist: {r}\n' for r in settings.get('requirements', '').split())
     files[f'{info}/METADATA'] = (f'Metadata-Version: 2.1\nName: {dist.replace("_", "-")}\nVersion: {version}\n'
                                  f'Summary: {settings.get("description", dist)}\n{requires}').encode()
-    files[f'{info}/WHEEL'] = b'Wheel-Version: 1.0\nGenerator: vqvae_kaggle.kaggle\nRoot-Is-Purelib: true\nTag: py3-none-any\n'
+    files[f'{info}/WHEEL'] = b'Wheel-Version: 1.0\nGenerator: vqvae_kaggle.kaggle_push\nRoot-Is-Purelib: true\nTag: py3-none-any\n'
     scripts = [s.strip() for s in settings.get('console_scripts', '').split() if s.strip()]
     if scripts: files[f'{info}/entry_points.txt'] = ('[console_scripts]\n' + ''.join(s.replace('=', ' = ', 1) + '\n' for s in scripts)).encode()
     record = ''.join(f'{n},{_record_hash(b)},{len(b)}\n' for n, b in files.items()) + f'{info}/RECORD,,\n'
