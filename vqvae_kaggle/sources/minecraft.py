@@ -11,14 +11,14 @@ from tqdm.auto import tqdm
 from ..config import DataConfig
 from ..frames import FrameError, FrameSet, preprocess
 from .base import ALT_RENDER, RenderedGame, register_game
-from .minecraft_runtime import (GAME_RELEASES, GL_SIGNS, MINECRAFT_PACKAGES, OPENGL_FIX, MinecraftUnavailable,
-                                                    check_minecraft, game_fingerprint, run_game)
+from .minecraft_runtime import GAME_RELEASES, GL_SIGNS, MINECRAFT_PACKAGES, OPENGL_FIX, MinecraftUnavailable
+from .minecraft_runtime import check_minecraft, game_fingerprint, run_game
 
 # %% auto #0
 __all__ = ['MINECRAFT_POLICY', 'WORLD_KINDS', 'world_spec', 'render_minecraft_episode', 'render_minecraft', 'Minecraft']
 
 # %% ../../nbs/sources/02_minecraft.ipynb #d575b1b5
-MINECRAFT_POLICY = 'explore-v1'  # change when the explorer changes: cached renders are keyed by it (and by the script's hash)
+MINECRAFT_POLICY = 'explore-v1'  # change when the explorer changes: cached renders are keyed by it (and by the game files' hash)
 WORLD_KINDS = (dict(world_type='inland', theme='normal'), dict(world_type='island', theme='normal'),
                dict(world_type='inland', theme='woods'), dict(world_type='island', theme='paradise'))
 
@@ -39,9 +39,9 @@ def render_minecraft_episode(seed: int, frames: int, width: int = 128, height: i
     with tempfile.TemporaryDirectory(prefix='vqvae-minecraft-') as tmp:
         out = Path(tmp) / 'episode.npz'
         p = run_game(['--seed', seed, '--frames', frames, '--width', width * render_scale,
-                       '--height', height * render_scale, '--frame-gap', frame_gap, '--skip-first', skip_first,
-                       '--world-type', spec['world_type'], '--world-size', spec['world_size'], '--theme', spec['theme'],
-                       '--hud', int(hud), '--out', out], tmp, progress)
+                      '--height', height * render_scale, '--frame-gap', frame_gap, '--skip-first', skip_first,
+                      '--world-type', spec['world_type'], '--world-size', spec['world_size'], '--theme', spec['theme'],
+                      '--hud', int(hud), '--out', out], tmp, progress)
         if p.returncode != 0 or not out.exists():
             tail = '\n'.join(p.stderr.strip().splitlines()[-5:])
             cls = MinecraftUnavailable if any(s in tail for s in GL_SIGNS) else FrameError
@@ -58,7 +58,7 @@ def render_minecraft_episode(seed: int, frames: int, width: int = 128, height: i
 
 def render_minecraft(seeds, frames_per_episode: int = 160, width: int = 128, height: int = 72, render_scale: int = 2,
                      skip_first: int = 20, frame_gap: int = 2, progress: bool = True) -> FrameSet:
-    "Minecraft frames of every world in `seeds`, one episode per world, in this process (the data module renders in parallel)."
+    "Minecraft frames of every world in `seeds`, one episode per world, in this process (the frame cache renders worlds in parallel worker processes)."
     parts = [render_minecraft_episode(s, frames_per_episode, width, height, render_scale, 'area', skip_first, frame_gap)
              for s in tqdm(list(seeds), desc='rendering Minecraft worlds', disable=not progress)]
     if not parts: raise FrameError('render_minecraft: no world seeds given')
