@@ -142,7 +142,7 @@ def test_decode_names_the_cli_flag_for_another_tokenizer(run, capsys):
 def test_enumerations_agree_with_the_modules_that_use_them():
     "Where a module that reads an enumerated setting keeps its own list (frames, losses, model), it is the config's list."
     from vqvae_kaggle import config as c
-    from vqvae_kaggle.frames import LAYOUTS
+    from vqvae_kaggle.sources.recordings import LAYOUTS
     from vqvae_kaggle.losses import BACKBONE_FILES
     from vqvae_kaggle.model import ACTIVATION_LAYERS
     assert (LAYOUTS, tuple(BACKBONE_FILES), tuple(ACTIVATION_LAYERS)) == (c.LAYOUTS, c.LPIPS_NETS, c.ACTIVATIONS)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from vqvae_kaggle.config import Config, DataConfig
-from vqvae_kaggle import data as data_mod
-from vqvae_kaggle.data import (BatchLoader, CacheError, FRAMES_FILE, FRAMES_RECORD, cached_frames, load_cache_entry,
-                               load_splits)
+from vqvae_kaggle.sources import cache as data_mod
+from vqvae_kaggle.data import BatchLoader, load_splits
+from vqvae_kaggle.sources import extract_task
+from vqvae_kaggle.sources.cache import CacheError, FRAMES_FILE, FRAMES_RECORD, cached_frames, load_cache_entry
 
 
 def crafter_cfg(tmp_path, **kw):
@@ -99,7 +100,7 @@ def array_cache(tmp_path, parts=3, frames=11, seed=0):
     arrays = [rng.integers(0, 256, (frames, 6, 8, 3), dtype=np.uint8) for _ in range(parts)]
     for i, a in enumerate(arrays): np.save(tmp_path / f'part{i}.npy', a)
     tasks = [dict(kind='array', path=str(tmp_path / f'part{i}.npy'), width=8, height=6) for i in range(parts)]
-    cached_frames('mm', {'source': 'parts'}, tasks, tmp_path / 'cache', workers=1, progress=False)
+    cached_frames('mm', {'source': 'parts'}, tasks, tmp_path / 'cache', workers=1, progress=False, extract=extract_task)
     return next((tmp_path / 'cache').iterdir()), np.concatenate(arrays)
 
 
@@ -193,9 +194,11 @@ def test_unwritable_cache_is_read_into_memory(tmp_path, monkeypatch, caplog):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Video sources through the cache: split by video, reuse, invalidation, resume, bad inputs, Kaggle handles.
-import vqvae_kaggle.frames as frames_mod
-from vqvae_kaggle.data import CRAFTER_VAL_SEED0, cached_frames, source_frames
-from vqvae_kaggle.frames import FrameError, every_kth, write_video
+import vqvae_kaggle.sources.recordings as frames_mod      # the extractors look decode_video up there
+from vqvae_kaggle.sources.base import VAL_SEED0 as CRAFTER_VAL_SEED0
+from vqvae_kaggle.frames import FrameError
+from vqvae_kaggle.shared import write_video
+from vqvae_kaggle.sources.recordings import every_kth
 
 
 def coloured(n, offset=0, w=64, h=36):

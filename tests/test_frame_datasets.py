@@ -12,7 +12,8 @@ from vqvae_kaggle import kaggle as vk
 from vqvae_kaggle.cli import main
 from vqvae_kaggle.config import Config, DataConfig, apply_overrides
 from vqvae_kaggle.presets import get_preset, load_config
-from vqvae_kaggle.data import frame_dataset_manifest, load_splits
+from vqvae_kaggle.data import load_splits
+from vqvae_kaggle.sources.frame_dataset import frame_dataset_manifest
 from vqvae_kaggle.kaggle_datasets import DATASET_METADATA, dataset_metadata, publish_frame_dataset, stage_frame_dataset
 from vqvae_kaggle.kaggle_client import KaggleCredentialsError
 from test_sessions import run_frontend, TINY
@@ -199,7 +200,7 @@ def test_an_allowed_fallback_is_recorded_everywhere(tmp_path, monkeypatch):
 
 def test_rendered_frames_survive_into_the_next_session(tmp_path, monkeypatch):
     "Session 1 renders Crafter; session 2 (session 1's output attached) renders nothing and keeps the frames for session 3."
-    import vqvae_kaggle.frames as frames_mod
+    import vqvae_kaggle.sources.crafter as frames_mod
     calls = []
     real = frames_mod.render_crafter_episode
     monkeypatch.setattr(frames_mod, 'render_crafter_episode', lambda seed, *a, **k: calls.append(seed) or real(seed, *a, **k))

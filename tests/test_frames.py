@@ -6,7 +6,8 @@ for var in ('WANDB_DIR', 'MPLCONFIGDIR', 'KAGGLEHUB_CACHE', 'KAGGLE_CONFIG_DIR')
 
 import numpy as np
 import pytest
-from vqvae_kaggle.frames import FrameError, render_crafter, render_crafter_episode
+from vqvae_kaggle.frames import FrameError
+from vqvae_kaggle.sources.crafter import render_crafter, render_crafter_episode
 
 
 def test_crafter_policy_explores_the_world():
@@ -40,8 +41,10 @@ from pathlib import Path
 
 import av
 from PIL import Image
-from vqvae_kaggle.frames import (FrameSet, decode_video, detect_layout, every_kth, gap_sample, plan_tasks, read_source,
-                                 resolve_source, video_frame_count, write_video)
+from vqvae_kaggle.frames import FrameSet
+from vqvae_kaggle.shared import write_video
+from vqvae_kaggle.sources.readers import decode_video, video_frame_count
+from vqvae_kaggle.sources.recordings import detect_layout, every_kth, gap_sample, plan_tasks, read_source, resolve_source
 
 
 def coloured(n, offset=0, w=64, h=36):
@@ -238,7 +241,9 @@ def test_fast_video_scaling_matches_pil_box_filter(tmp_path):
 # What was done between frames: Crafter's recorded steps, MineRL's rendered.npz and GameFactory's JSON actions, kept
 # aligned with the frames through the skip, the stride and random draws.
 import itertools
-from vqvae_kaggle.frames import (crafter_actions, crafter_frame_steps, gap_totals, read_gamefactory_steps, read_minerl_steps)
+from vqvae_kaggle.frames import gap_totals
+from vqvae_kaggle.sources.crafter import crafter_actions, crafter_frame_steps
+from vqvae_kaggle.sources.annotations import read_gamefactory_steps, read_minerl_steps
 
 
 def test_crafter_records_what_happened_between_kept_frames():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .config import DataConfig
-from .data import _stream_seed
+from .data import stream_seed
 
 # %% auto #0
 __all__ = ['scale_crop', 'blur_sharpen', 'color_jitter', 'hue_rotate', 'augmenting', 'augment_batch']
@@ -62,7 +62,7 @@ def augment_batch(x: torch.Tensor, d: DataConfig, seed: int, step: int, rank: in
                   p: float = 0.5) -> torch.Tensor:
     "Augmented copy of the model-range batch `x` (each enabled operation on a random `p` of the frames), drawn from `(seed, step)`; `rank` takes its share."
     b = x.shape[0]
-    g = torch.Generator().manual_seed(_stream_seed(seed, step, 7))
+    g = torch.Generator().manual_seed(stream_seed(seed, step, 7))
     # drawn for the global batch; rank r holds its frames r, r + W, r + 2W, ... (as BatchLoader deals them), so
     # W processes with batch B augment exactly as one process with batch W * B does
     u = lambda lo, hi: (lo + (hi - lo) * torch.rand(b * world_size, generator=g))[rank::world_size]

@@ -8,8 +8,10 @@ import json, time
 from dataclasses import replace
 from pathlib import Path
 from .config import DataConfig
-from .data import (CACHE_FORMAT, RENDERED_SOURCES, FRAMES_FILE, FRAMES_RECORD, build_cache_entry, default_workers,
-                               describe_frame_dataset, frame_dataset_manifest, params_key, rendered_plan)
+from .frames import FrameError
+from .sources import GAMES, extract_task, parse_source, rendered_games
+from .sources.cache import CACHE_FORMAT, FRAMES_FILE, FRAMES_RECORD, build_cache_entry, default_workers, params_key
+from .sources.frame_dataset import describe_frame_dataset, frame_dataset_manifest
 
 # %% auto #0
 __all__ = ['DATASET_EXCLUDE', 'frame_dataset_config', 'FrameDatasetError', 'dataset_files', 'render_report', 'describe_report',
@@ -21,10 +23,9 @@ DATASET_EXCLUDE = (FRAMES_FILE, FRAMES_RECORD, 'plan.json', 'mirror.json')   # d
 def frame_dataset_config(game: str = 'minecraft', worlds: int = 64, val_worlds: int = 8, frames_per_world: int | None = None,
                          width: int = 128, height: int = 72, **data) -> DataConfig:
     "The `DataConfig` that renders `worlds` training and `val_worlds` held-out worlds of `game` (other fields: `data`)."
-    if game not in RENDERED_SOURCES: raise ValueError(f'game must be one of {RENDERED_SOURCES}, got {game!r}')
+    if game not in GAMES: raise ValueError(f'game must be one of {rendered_games()}, got {game!r}')
     if worlds < 1 or val_worlds < 0: raise ValueError(f'need worlds >= 1 and val_worlds >= 0, got {worlds}, {val_worlds}')
-    counts = (dict(minecraft_train_worlds=worlds, minecraft_val_worlds=val_worlds) if game == 'minecraft' else
-              dict(crafter_train_seeds=worlds, crafter_val_seeds=val_worlds))
+    counts = parse_source(game).world_counts(worlds, val_worlds)
     d = replace(DataConfig(), source=game, width=width, height=height, **counts, **data)
     return replace(d, frames_per_episode=frames_per_world) if frames_per_world else d
 
@@ -57,20 +58,20 @@ def describe_report(r: dict) -> str:
 
 def render_frame_dataset(out, d: DataConfig, workers: int | None = None, progress: bool = True) -> dict:
     "Render the worlds `d` names into the frame dataset folder `out` (resumed or reused when it already holds this plan); its report."
-    out, game = Path(out), d.source
-    _, params = rendered_plan(game, d)
-    params = dict(params, format=CACHE_FORMAT, skip_bad=False)         # the key `data.cached_frames` gives these settings
+    out, game = Path(out), parse_source(d.source)
+    if not game.renders: raise FrameError(f'{d.source!r} is not a rendered game; those are {rendered_games()}')
+    _, params, _ = game.plan(d)
+    params = dict(params, format=CACHE_FORMAT, skip_bad=False)         # the key `cache.cached_frames` gives these settings
     m, wall = frame_dataset_manifest(out), None
     if m is not None and m['key'] != params_key(params):
         raise FrameDatasetError(f'{out} holds another frame dataset ({describe_frame_dataset(m)}); choose another folder')
     if m is None and out.exists() and any(out.iterdir()):
         raise FrameDatasetError(f'{out} exists and is not a frame dataset: choose an empty or new folder (nothing was written)')
     if m is None:
-        if game == 'minecraft':
-            from vqvae_kaggle import minecraft
-            if progress: print(f'Minecraft renders with {minecraft.check_minecraft(progress)}')
+        how = game.check(progress)                   # before anything is written: can the game render here, and how?
+        if progress and how: print(f'{game.title} renders with {how}')
         t = time.monotonic()
-        build_cache_entry(out, params, params['tasks'], default_workers(workers), False, progress)
+        build_cache_entry(out, params, params['tasks'], default_workers(workers), False, progress, extract=extract_task)
         wall, m = time.monotonic() - t, frame_dataset_manifest(out)
     elif progress: print(f'{out}: already holds these worlds ({describe_frame_dataset(m)}); nothing rendered')
     write_card(out, m)
@@ -93,7 +94,7 @@ def write_card(folder, m: dict) -> Path:
              f'- training worlds (seeds): {_seed_ranges(seeds("train"))}',
              f'- held-out worlds (seeds): {_seed_ranges(seeds("val")) or "none"}',
              f'- per world: {t0["frames"]} frames, the first {t0["skip_first"]} skipped, one every {t0["frame_gap"]} game ticks'
-             + (f', rendered at {t0.get("render_scale", 1)}x and resized ({t0.get("resample", "area")})' if game == 'minecraft' else ''),
+             + (f', rendered at {t0["render_scale"]}x and resized ({t0.get("resample", "area")})' if 'render_scale' in t0 else ''),
              f'- files: `manifest.json` (the plan, every shard\'s size and SHA-256), one `NNNNNN.npy` of uint8 frames (N, {h}, {w}, 3) '
              'per world' + (', with `NNNNNN.actions.npy` (the action from each frame to the next)' if actions else ''), '',
              '## Use', '',

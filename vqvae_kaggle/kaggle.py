@@ -12,20 +12,21 @@ from .config import Config, get_preset, apply_overrides, config_to_dict, config_
 from .checkpoint import list_checkpoints
 from .losses import BACKBONE_FILES, LPIPSUnavailable, lpips_weights_path, build_lpips
 from .kaggle_client import package_version
-from .frames import call_with_timeout
-from .data import (RENDERED_SOURCES, frame_dataset_manifest, describe_frame_dataset, mirror_cache_entry,
-                               mirror_info, export_cache_entry)
+from .sources import SourceUnavailable, parse_source, rendered_games
+from .sources.frame_dataset import describe_frame_dataset
+from .sources.kaggle_inputs import (FRAME_CACHE, adopt_frame_cache, call_with_timeout, carried_frame_caches,
+                                                find_frame_datasets, input_candidates, is_kaggle_handle, keep_frame_cache,
+                                                mounted_inputs, walk_files)
 
 # %% auto #0
-__all__ = ['KAGGLE_ROOT', 'ROOT_ENV', 'HISTORY_FILES', 'OFFLINE_ENV', 'RENDER_CHOICES', 'FRAME_CACHE', 'OUTPUT_LIMIT_GB',
-           'is_kaggle', 'KagglePaths', 'describe_runtime', 'process_started_at', 'kernel_started_at',
-           'SessionTimeError', 'session_budget_minutes', 'SessionStopped', 'stop', 'walk_files', 'previous_output_dirs',
-           'fetch_previous_output', 'find_resume_dirs', 'carry_over_history', 'wandb_key_from_secrets', 'has_internet',
-           'setup_wandb', 'required_modules', 'missing_modules', 'ensure_packages', 'find_files', 'ensure_lpips',
-           'input_candidates', 'mounted_inputs', 'resolve_data_source', 'find_frame_datasets', 'carried_frame_caches',
-           'no_frames', 'resolve_rendered_source', 'preset_for_cards', 'session_config', 'session_limit_hours',
-           'adopt_frame_cache', 'keep_frame_cache', 'folder_bytes', 'report_output_size', 'prepare_frames',
-           'run_session', 'show_session', 'check_package']
+__all__ = ['KAGGLE_ROOT', 'ROOT_ENV', 'HISTORY_FILES', 'OFFLINE_ENV', 'RENDER_CHOICES', 'OUTPUT_LIMIT_GB', 'is_kaggle',
+           'KagglePaths', 'describe_runtime', 'process_started_at', 'kernel_started_at', 'SessionTimeError',
+           'session_budget_minutes', 'SessionStopped', 'stop', 'previous_output_dirs', 'fetch_previous_output',
+           'find_resume_dirs', 'carry_over_history', 'wandb_key_from_secrets', 'has_internet', 'setup_wandb',
+           'required_modules', 'missing_modules', 'ensure_packages', 'find_files', 'ensure_lpips',
+           'resolve_data_source', 'no_frames', 'resolve_rendered_source', 'preset_for_cards', 'session_config',
+           'session_limit_hours', 'folder_bytes', 'report_output_size', 'prepare_frames', 'run_session', 'show_session',
+           'check_package']
 
 # %% ../nbs/10_kaggle.ipynb #857a47ad
 KAGGLE_ROOT = Path('/kaggle')
@@ -109,16 +110,6 @@ def stop(message: str):
     "Print `message` as the last word of the session and raise `SessionStopped` (the kernel version fails, visibly)."
     print(f'STOPPED: {message}', file=sys.stderr, flush=True)
     raise SessionStopped(message)
-
-def walk_files(folder, max_depth: int = 6):
-    "(folder, file names) pairs under `folder`, sorted, at most `max_depth` levels down: big attached datasets are not walked to the bottom."
-    folder = Path(folder)
-    if not folder.is_dir(): return
-    base = len(folder.parts)
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        if len(Path(root).parts) - base >= max_depth: dirs.clear()
-        yield Path(root), sorted(files)
 
 def previous_output_dirs(input_root) -> list[Path]:
     "Folders directly under `input_root` holding checkpoints, in name order."
@@ -208,11 +199,11 @@ def required_modules(cfg: Config) -> dict[str, str]:
     "{import name: pip name} of the optional packages `cfg` needs."
     need = {}
     if cfg.loss.lpips > 0: need['lpips'] = 'lpips'
-    rendered = {cfg.data.source} | ({cfg.data.fallback_source} if cfg.data.source == 'minecraft' else set())
-    if 'crafter' in rendered: need['crafter'] = 'crafter'       # the Minecraft source falls back to Crafter only when allowed
-    recorded = cfg.data.source not in RENDERED_SOURCES and frame_dataset_manifest(cfg.data.source) is None
-    if recorded and not cfg.data.source.endswith(('.npy', '.npz')): need['av'] = 'av'   # videos
-    # the Minecraft game itself goes into an environment of its own on first use (minecraft.minecraft_python)
+    source = parse_source(cfg.data.source)
+    need.update(source.packages)                     # e.g. crafter; PyAV for videos
+    if getattr(source, 'unavailable_fix', '') and cfg.data.fallback_source:   # a game that may not render falls back when allowed
+        need.update(parse_source(cfg.data.fallback_source).packages)
+    # the Minecraft game itself goes into an environment of its own on first use (sources.minecraft_runtime)
     return need
 
 def missing_modules(names) -> list[str]:
@@ -280,22 +271,10 @@ def ensure_lpips(net: str = 'alex', weights_dirs=(), device='auto', download: bo
     return model
 
 # %% ../nbs/10_kaggle.ipynb #873148df
-def input_candidates(spec: str, input_root) -> list[Path]:
-    "Where an inputs-relative path can be mounted: as written, and under the other dataset layout (`<slug>/...` or `datasets/<owner>/<slug>/...`)."
-    root, parts = Path(input_root), Path(spec).parts
-    if len(parts) > 2 and parts[0] == 'datasets': return [root / spec, root.joinpath(*parts[2:])]
-    return [root / spec, *sorted((root / 'datasets').glob(f'*/{spec}'))]
-
-def mounted_inputs(input_root, limit: int = 20) -> list[str]:
-    "What is mounted under the input root (datasets by their folder, both layouts), for messages."
-    root = Path(input_root)
-    found = [p for p in sorted(root.glob('*')) if p.name != 'datasets'] + sorted(root.glob('datasets/*/*'))
-    return [str(p.relative_to(root)) for p in found[:limit]] + (['...'] if len(found) > limit else [])
-
 def resolve_data_source(spec: str | None, input_root) -> str:
     "A `DataConfig.source`: 'minecraft' (the default) or 'crafter', a `kaggle:` handle (the data module downloads it), or a path (inputs-relative paths found under either mount layout)."
     if not spec: return 'minecraft'
-    if spec in RENDERED_SOURCES or spec.startswith('kaggle:') or Path(spec).is_absolute(): return spec
+    if spec in rendered_games() or is_kaggle_handle(spec) or Path(spec).is_absolute(): return spec
     tried = input_candidates(spec, input_root)
     found = next((p for p in tried if p.exists()), None)
     if found is None:
@@ -306,20 +285,6 @@ def resolve_data_source(spec: str | None, input_root) -> str:
 
 # %% ../nbs/10_kaggle.ipynb #00e2818b
 RENDER_CHOICES = ('auto', 'always', 'never')
-FRAME_CACHE = 'frame-cache'      # rendered frames kept in a run's output folder, for the next session of the chain
-
-def find_frame_datasets(input_root, game: str | None = None) -> list[tuple[Path, dict]]:
-    "(folder, manifest) of each frame dataset (of `game`) among the inputs, in path order; carried frame caches are not datasets."
-    found = []
-    for root, files in walk_files(input_root):
-        if 'manifest.json' in files and FRAME_CACHE not in root.parts and (m := frame_dataset_manifest(root)) is not None \
-           and game in (None, m['params']['source']): found.append((root, m))
-    return found
-
-def carried_frame_caches(dirs) -> list[Path]:
-    "Cache entries kept in the `frame-cache/` folder of earlier outputs under `dirs`."
-    return [root for d in dirs for root, files in walk_files(d) if root.parent.name == FRAME_CACHE and 'manifest.json' in files]
-
 def no_frames(game: str, paths: KagglePaths, why: str) -> str:
     "The message of a session that has no frames of `game`: why, and both fixes."
     return (f'no {game} frames for this session: no {game} frame dataset is attached (searched {paths.input}; mounted: '
@@ -345,7 +310,7 @@ def resolve_rendered_source(game: str, paths: KagglePaths, width: int, height: i
              f'config asks for {width}x{height}: set OVERRIDES=["data.width=...", "data.height=..."] to a size they hold, or attach a '
              f'dataset rendered at {width}x{height} (vqvae-kaggle frames publish --width {width} --height {height})')
     if render == 'never': stop(no_frames(game, paths, "RENDER='never' forbids rendering in the kernel"))
-    if render == 'auto' and game == 'minecraft' and not carried_frame_caches([paths.input]):
+    if render == 'auto' and parse_source(game).installs_itself and not carried_frame_caches([paths.input]):
         if internet is None: internet = has_internet()
         if not internet: stop(no_frames(game, paths, 'rendering here needs internet to install the game, and the internet is off'))
     print(f'DATA: no {game} frame dataset attached: rendering {game} worlds in this kernel (kept in the output for the next session)')
@@ -379,7 +344,7 @@ def session_config(preset: str = 'auto', overrides=(), data: str | None = None, 
     if lpips_weight is not None: sets.append(f'loss.lpips={lpips_weight}')
     if wandb: sets.append(f'run.wandb={wandb}')
     cfg = apply_overrides(apply_overrides(cfg, sets), list(overrides))
-    if cfg.data.source in RENDERED_SOURCES:      # after the overrides: the frame size is final
+    if cfg.data.source in rendered_games():      # after the overrides: the frame size is final
         source = resolve_rendered_source(cfg.data.source, paths, cfg.data.width, cfg.data.height, render, internet)
         cfg = apply_overrides(cfg, [f'data.source={source}'])
     return cfg
@@ -394,24 +359,6 @@ def session_limit_hours(session_hours: float = 12.0, timeout_seconds: float | No
     hours, why = min(limits)
     if hours <= 0: stop(f'this session has no time to train: {why} is {hours:.2f} h')
     return hours, why
-
-def adopt_frame_cache(dirs, cache_dir) -> list[Path]:
-    "Mirror the frames carried in earlier outputs (`frame-cache/` under `dirs`) into `cache_dir`, so nothing is rendered twice."
-    adopted = []
-    for entry in carried_frame_caches(dirs):
-        if not (Path(cache_dir) / entry.name / 'manifest.json').exists():
-            adopted.append(mirror_cache_entry(entry, Path(cache_dir) / entry.name, kind='carried'))
-    if adopted: print(f'frame cache: {len(adopted)} rendered set(s) carried over from the previous output: {[p.name for p in adopted]}')
-    return adopted
-
-def keep_frame_cache(cache_dir, out_dir) -> list[Path]:
-    "Copy the rendered frames in `cache_dir` (shards and manifest; not attached datasets) into `out_dir`, which the session's output keeps."
-    kept = []
-    for entry in sorted(Path(cache_dir).glob('*/manifest.json')):
-        entry = entry.parent
-        if (mirror_info(entry) or {}).get('kind') == 'dataset' or frame_dataset_manifest(entry) is None: continue  # attached / not rendered
-        kept.append(export_cache_entry(entry, Path(out_dir) / entry.name))
-    return kept
 
 def folder_bytes(folder) -> int:
     "Bytes of the files under `folder` (links not followed)."
@@ -432,11 +379,11 @@ def report_output_size(working, limit_gb: float = OUTPUT_LIMIT_GB) -> float:
 def prepare_frames(cfg: Config, progress: bool = True):
     "(train, val) frames of the session, loaded (rendered, mirrored, cached) before the session's budget starts; stops if the game cannot render."
     from vqvae_kaggle.data import load_splits
-    from vqvae_kaggle.minecraft import MinecraftUnavailable
     try: return load_splits(cfg, progress=progress)
-    except MinecraftUnavailable as e:
-        stop(f'Minecraft cannot be rendered in this kernel: {e}\nFix, either: attach a frame dataset (`vqvae-kaggle frames publish '
-             '--id <you>/minecraft-frames` on your machine, then push again), or set FALLBACK=\'crafter\' to train on Crafter, '
+    except SourceUnavailable as e:
+        game = parse_source(cfg.data.source)
+        stop(f'{game.title} cannot be rendered in this kernel: {e}\nFix, either: attach a frame dataset (`vqvae-kaggle frames publish '
+             f'--id <you>/{game.name}-frames` on your machine, then push again), or set FALLBACK=\'crafter\' to train on Crafter, '
              'knowingly. Nothing was trained.')
 
 def _running_version() -> str:

@@ -12,17 +12,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config, apply_overrides, config_to_dict, config_from_dict
-from .frames import FrameSet, write_atomic, resolve_source, detect_layout, gap_totals
-from . import data as _data
-from .data import _read_json, _file_sha256 as sha256_file  # one implementation of each
+from .frames import FrameSet, gap_totals
+from .shared import atomic_write, file_sha256 as sha256_file, VideoWriter
+from .data import load_splits
+from .sources import GAMES, game_of_episode, parse_source
+from .sources.cache import read_json
+from .sources.frame_dataset import FrameDataset, load_frame_dataset
 from .model import code_dtype, to_model_input, to_uint8, encode_frames, decode_codes
-from .evaluate import load_tokenizer, resolve_device
+from .checkpoint import load_tokenizer, resolve_device
 from .train import resolve_precision
 
 # %% auto #0
 __all__ = ['encode_chunk', 'decode_chunk', 'TOKENS_FORMAT', 'TOKEN_FILES', 'TokensError', 'frame_order', 'over_gaps',
-           'release_pages', 'read_rows', 'TokenSource', 'token_source', 'open_source', 'tokenize', 'VideoWriter',
-           'load_tokens', 'decode', 'TokenDataset']
+           'release_pages', 'read_rows', 'TokenSource', 'token_source', 'open_source', 'tokenize', 'load_tokens',
+           'decode', 'TokenDataset']
 
 # %% ../nbs/12_tokens.ipynb #1072b050
 class TokensError(ValueError):
@@ -123,40 +126,31 @@ def token_source(parts: list, skip_first: int = 0, frame_gap: int = 1, rendered:
 
 # %% ../nbs/12_tokens.ipynb #b4bed0d8
 def _rendered_info(cfg: Config, names: list) -> dict:
-    "What identifies rendered frames: the renderer that ran (Minecraft, or Crafter as its fallback), its version, the worlds."
-    d = cfg.data
-    if names and names[0].startswith('minecraft-world-'):
-        from vqvae_kaggle import minecraft
-        return dict(renderer='minecraft', game=minecraft.game_fingerprint(), policy=minecraft.MINECRAFT_POLICY,
-                    worlds=[int(n.rsplit('-', 1)[1]) for n in names], render_scale=d.render_scale)
-    from importlib.metadata import version
-    from vqvae_kaggle.frames import CRAFTER_POLICY
-    return dict(renderer='crafter', crafter=version('crafter'), policy=CRAFTER_POLICY, worlds=[int(n.rsplit('-', 1)[1]) for n in names])
+    "What identifies rendered frames: the game that rendered them (the source's, or its fallback), its version, the worlds."
+    game = game_of_episode(names[0])                 # the episodes say which game ran: a fallback renders another one
+    return game.render_info(cfg.data, [game.episode_world(n) for n in names])
 
 def open_source(cfg: Config, source: str | None = None, skip_first: int = 0, frame_gap: int = 1,
                 progress: bool = True) -> TokenSource:
     "The frames of `source` (default: `cfg.data.source`) at `cfg`'s frame size, every frame of every episode unless told otherwise."
     source = str(source or cfg.data.source)
     if skip_first < 0 or frame_gap < 1: raise TokensError(f'need skip_first >= 0 and frame_gap >= 1, got {skip_first}, {frame_gap}')
-    if source in _data.RENDERED_SOURCES:
-        d = replace(cfg.data, source=source, skip_first=skip_first, frame_gap=frame_gap, max_frames=None, val_source=None)
-        parts = [p for p in _data.load_splits(replace(cfg, data=d), progress) if len(p)]    # training worlds, then held-out ones
-        src = token_source(parts, skip_first, frame_gap, rendered=True)
-        fingerprint = _rendered_info(cfg, src.names)
-    elif (m := _data.frame_dataset_manifest(source)) is not None:   # rendered elsewhere: its frames are what they are
-        d = replace(cfg.data, source=source, skip_first=skip_first, frame_gap=frame_gap, max_frames=None, val_source=None)
-        parts = [p for p in _data.load_frame_dataset(source, d, progress) if len(p)]
-        src = token_source(parts, skip_first, frame_gap)
-        fingerprint = dict(frame_dataset=_data.describe_frame_dataset(m), frames_sha256=m['content_hash'])
-    else:
-        d = replace(cfg.data, source=source, skip_first=0, frame_gap=1, max_frames=None, val_source=None)
-        fs, m = _data.source_frames(source, d, cfg.run.seed, progress)
-        path = resolve_source(source)
-        fingerprint = dict(_data.source_fingerprint(path, detect_layout(path, d.layout)), frames_sha256=m['content_hash'])
-        src = token_source([fs], skip_first, frame_gap)
-        d = replace(d, skip_first=skip_first, frame_gap=frame_gap)
+    frames = parse_source(source)
+    d = replace(cfg.data, source=source, skip_first=skip_first, frame_gap=frame_gap, max_frames=None, val_source=None)
+    if frames.renders:
+        parts = [p for p in load_splits(replace(cfg, data=d), progress) if len(p)]    # training worlds, then held-out ones
+        src, kind = token_source(parts, skip_first, frame_gap, rendered=True), 'rendered'
+        fingerprint = lambda: _rendered_info(cfg, src.names)
+    elif isinstance(frames, FrameDataset):           # rendered elsewhere: its frames are what they are
+        parts = [p for p in load_frame_dataset(source, d, progress) if len(p)]
+        src, kind = token_source(parts, skip_first, frame_gap), 'frame-dataset'
+        fingerprint = lambda: dict(frame_dataset=frames.describe(), frames_sha256=frames.manifest['content_hash'])
+    else:                                            # a file source: cached whole, then skipped and strided here
+        fs, m = frames.frames(replace(d, skip_first=0, frame_gap=1), cfg.run.seed, progress)
+        src, kind = token_source([fs], skip_first, frame_gap), 'file'
+        fingerprint = lambda: dict({k: m['params'][k] for k in ('files', 'bytes', 'listing')}, frames_sha256=m['content_hash'])
     if not len(src): raise TokensError(f'{source}: no frames left to tokenize (skip_first={skip_first}, frame_gap={frame_gap})')
-    kind = 'rendered' if source in _data.RENDERED_SOURCES else 'frame-dataset' if 'frame_dataset' in fingerprint else 'file'
+    fingerprint = fingerprint()
     src.info = dict(spec=source, kind=kind, fingerprint=fingerprint,
                     data=config_to_dict(replace(cfg, data=d))['data'])
     return src
@@ -166,9 +160,9 @@ def open_source(cfg: Config, source: str | None = None, skip_first: int = 0, fra
 encode_chunk, decode_chunk = encode_frames, decode_codes
 
 def _save_npy(path: Path, arr: np.ndarray):
-    buf = io.BytesIO(); np.save(buf, arr, allow_pickle=False); write_atomic(path, buf.getvalue())
+    buf = io.BytesIO(); np.save(buf, arr, allow_pickle=False); atomic_write(path, buf.getvalue())
 
-def _write_json(path: Path, d: dict): write_atomic(path, (json.dumps(d, indent=1) + '\n').encode())
+def _write_json(path: Path, d: dict): atomic_write(path, (json.dumps(d, indent=1) + '\n').encode())
 
 # %% ../nbs/12_tokens.ipynb #2563b139
 TOKENS_FORMAT = 'vqvae-kaggle-tokens/1'
@@ -176,10 +170,8 @@ TOKEN_FILES = ('codes.npy', 'episode_starts.npy', 'frame_index.npy', 'actions.np
 
 def _over_gap(src: TokenSource) -> dict:
     "How `src`'s actions, rewards and dones cover the steps between two output frames (for `meta.json`)."
-    renderer = src.info.get('fingerprint', {}).get('renderer')
-    if renderer == 'crafter': acts = 'the number of game steps that took each action, up to the next frame (one-hot at frame_gap 1)'
-    elif renderer == 'minecraft': acts = 'buttons OR-ed and camera deltas summed over the game ticks up to the next frame'
-    else: acts = 'the action recorded at this frame (those of skipped frames are not included)'
+    game = GAMES.get(src.info.get('fingerprint', {}).get('renderer'))   # the game that rendered the frames, if one did
+    acts = game.actions if game else 'the action recorded at this frame (those of skipped frames are not included)'
     return dict(actions=acts, rewards='summed up to the next frame of the episode', dones='OR-ed up to the next frame of the episode')
 
 def _tokenizer_info(checkpoint, state: dict) -> dict:
@@ -200,7 +192,7 @@ def _prepare_folder(out: Path, plan: dict, overwrite: bool) -> tuple[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     others = sorted(p.name for p in out.iterdir() if p.name not in TOKEN_FILES and not p.name.startswith('.'))
     if others: raise TokensError(f'{out}: holds files that are not a token folder\'s ({", ".join(others[:3])}...): choose an empty or new folder')
-    meta, prog = _read_json(out/'meta.json'), _read_json(out/'progress.json')
+    meta, prog = read_json(out/'meta.json'), read_json(out/'progress.json')
     plan = json.loads(json.dumps(plan))
     if isinstance(meta, dict) and meta.get('plan') == plan and (out/'codes.npy').exists(): return 'done', 0
     if isinstance(prog, dict) and prog.get('plan') == plan and (out/'codes.npy').exists() and meta is None:
@@ -274,35 +266,12 @@ def tokenize(checkpoint, source: str | None = None, out_dir='tokens', skip_first
               f"encoded {summary['encoded_frames']} frames in {summary['seconds']:.1f} s ({rate:.0f} frames/s)")
     return summary
 
-# %% ../nbs/12_tokens.ipynb #93f5e6ef
-class VideoWriter:
-    "Stream uint8 RGB frames into an H.264 mp4 (yuv420p, even sizes: an odd row or column is repeated)."
-    def __init__(self, path, width: int, height: int, fps: int = 20, crf: int = 18):
-        import av
-        self.path = Path(path); self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.pad = (height % 2, width % 2)
-        self.container = av.open(str(self.path), 'w')
-        self.stream = self.container.add_stream('libx264', rate=fps, options={'crf': str(crf)})
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width + self.pad[1], height + self.pad[0], 'yuv420p'
-
-    def write(self, frames: np.ndarray):
-        import av
-        for f in frames:
-            if any(self.pad): f = np.pad(f, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode='edge')
-            for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format='rgb24')): self.container.mux(packet)
-
-    def close(self):
-        for packet in self.stream.encode(): self.container.mux(packet)
-        self.container.close()
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-
 # %% ../nbs/12_tokens.ipynb #91dbf80c
 @torch.no_grad()
 def load_tokens(folder) -> dict:
     "A token folder, memory-mapped: codes, episode_starts, frame_index, actions, rewards, dones (each None when absent), meta."
     folder = Path(folder)
-    meta = _read_json(folder/'meta.json')
+    meta = read_json(folder/'meta.json')
     if not isinstance(meta, dict):
         hint = ' (unfinished: run tokenize again to finish it)' if (folder/'progress.json').exists() else ''
         raise TokensError(f'{folder}: not a finished token folder, no readable meta.json{hint}')

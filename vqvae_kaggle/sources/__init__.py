@@ -5,5 +5,6 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/sources/99_package.ipynb #fe4636ca
+# %% ../../nbs/sources/99_package.ipynb #1ca7ed97
 from .base import *
+from . import minecraft, crafter, recordings, frame_dataset, kaggle_inputs
