@@ -192,7 +192,8 @@ def test_cadence_in_steps(tmp_path, splits):
 
 def test_summary_reports_the_final_weights(tmp_path, splits):
     "A run that stops between evaluations reports an evaluation of the weights it ends with (its last checkpoint)."
-    from vqvae_kaggle.evaluate import load_tokenizer, evaluate
+    from vqvae_kaggle.checkpoint import load_tokenizer
+    from vqvae_kaggle.evaluate import evaluate
     t = trainer(tmp_path, splits, 'run.max_steps=11', 'run.eval_every_steps=4')
     s = t.fit()
     last = [r for r in read_metrics(t.out / 'metrics.jsonl') if r.get('split') == 'val'][-1]
@@ -334,19 +335,19 @@ def test_adversarial_loss_equals_its_formula_term_by_term(tmp_path, splits):
 def test_adaptive_weight_keeps_its_last_finite_value_when_made_infinite(tmp_path, splits, monkeypatch):
     """A ratio that overflows (an fp16 gradient past the scaler's range) leaves the last finite ratio in force: the
     step's adversarial weight is ramp x that value, the step is not skipped; the next finite ratio replaces it."""
-    import vqvae_kaggle.train as train_mod
+    import vqvae_kaggle.train_step as step_mod   # the adversarial term lives in the step (nbs/08a_step)
     t = trainer(tmp_path, splits, *ADV, 'loss.adv_start=0', 'loss.adv_warmup=0')
     batches = t.loader.epoch_batches(0)
     out = t.train_step(next(batches))
     kept = float(t.adaptive_ratio)
     assert kept > 0 and float(out['adv_weight']) == pytest.approx(0.5 * kept, rel=1e-6)
-    own = train_mod.adaptive_weight
+    own = step_mod.adaptive_weight
     for bad in (math.inf, math.nan):
-        monkeypatch.setattr(train_mod, 'adaptive_weight', lambda *a, **k: torch.tensor(bad))
+        monkeypatch.setattr(step_mod, 'adaptive_weight', lambda *a, **k: torch.tensor(bad))
         out = t.train_step(next(batches))
         assert out is not None and t.health.skipped_steps == 0
         assert float(t.adaptive_ratio) == kept and float(out['adv_weight']) == pytest.approx(0.5 * kept, rel=1e-6)
-    monkeypatch.setattr(train_mod, 'adaptive_weight', lambda *a, **k: own(*a, **k) * 0 + 3.0)
+    monkeypatch.setattr(step_mod, 'adaptive_weight', lambda *a, **k: own(*a, **k) * 0 + 3.0)
     t.train_step(next(batches))
     assert float(t.adaptive_ratio) == 3.0
 

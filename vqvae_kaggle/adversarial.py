@@ -6,12 +6,12 @@
 from __future__ import annotations
 import math
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from .config import LossConfig, choice, ADV_LOSSES
 from .quantizer import seeded_generator
+from .shared import all_reduce_
 
 # %% auto #0
 __all__ = ['DISC_WIN_LOSS', 'DISC_MAX_LOGIT', 'GEN_MAX_ADV_LOSS', 'PatchDiscriminator', 'receptive_field', 'discriminator_loss',
@@ -73,17 +73,12 @@ def adversarial_weight(cfg: LossConfig, step: int) -> float:
     return cfg.adv * (min(1.0, (step - cfg.adv_start + 1) / cfg.adv_warmup) if cfg.adv_warmup > 0 else 1.0)
 
 # %% ../nbs/05a_adversarial.ipynb #3db6baf2
-def _average_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t); t /= dist.get_world_size()
-    return t
-
 def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor,
                     max_weight: float = 1e4, scale: torch.Tensor | float = 1.0, eps: float = 1e-4) -> torch.Tensor:
     "||d rec_loss / d last_layer|| / (||d adv_loss / d last_layer|| + eps), clamped to [0, max_weight], detached (taming's adaptive weight)."
     g_rec = torch.autograd.grad(rec_loss * scale, last_layer, retain_graph=True)[0]
     g_adv = torch.autograd.grad(adv_loss * scale, last_layer, retain_graph=True)[0]
-    both = _average_over_ranks(torch.stack([g_rec.float(), g_adv.float()]))
+    both = all_reduce_(torch.stack([g_rec.float(), g_adv.float()]), op='mean')   # the same ratio on every rank
     ratio = both[0].norm() / (both[1].norm() + eps * scale)
     return ratio.clamp(0.0, max_weight).detach()
 

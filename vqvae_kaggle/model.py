@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import Config, ModelConfig, get_preset, choice, validate, ACTIVATIONS, NORMS, UPSAMPLES
+from .config import Config, ModelConfig, choice, validate, ACTIVATIONS, NORMS, UPSAMPLES
 from .quantizer import build_quantizer
 
 # %% auto #0
 __all__ = ['ACTIVATION_LAYERS', 'to_model_input', 'to_unit', 'to_uint8', 'norm_layer', 'act_layer', 'ResBlock', 'downsample',
            'upsample', 'Encoder', 'Decoder', 'Tokenizer', 'build_tokenizer', 'count_parameters', 'code_dtype',
-           'encode_frames', 'decode_codes']
+           'autocast_as', 'encode_frames', 'decode_codes']
 
 # %% ../nbs/03_model.ipynb #9a0b2bcc
 def to_model_input(frames: torch.Tensor) -> torch.Tensor:
@@ -98,6 +98,11 @@ class Tokenizer(nn.Module):
     @property
     def codebook_size(self) -> int: return self.quantizer.codebook_size
 
+    @property
+    def last_layer(self) -> nn.Parameter:
+        "The weight of the decoder's final convolution, where the adaptive adversarial weight compares gradients (`05a_adversarial`)."
+        return self.decoder.net[-1].weight
+
     def forward(self, x: torch.Tensor):
         "Reconstruct `x`; `aux` holds 'commit_loss', 'perplexity', 'usage', 'indices'."
         z_q, aux = self.quantizer(self.encoder(x))
@@ -125,10 +130,11 @@ def code_dtype(codebook_size: int):
     "The smallest unsigned integer type that holds every code."
     return np.uint8 if codebook_size <= 256 else np.uint16 if codebook_size <= 65536 else np.int64
 
-@torch.no_grad()
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    "Autocast to `dtype` on `device`; None: plain float32."
+def autocast_as(device: torch.device, dtype: torch.dtype | None):
+    "Autocast to `dtype` on `device`; None: plain float32 (no autocast)."
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+_autocast = autocast_as   # the old name, until evaluate.py imports autocast_as (issue 23); then delete this line
 
 def encode_frames(model: Tokenizer, frames: np.ndarray, batch_size: int = 64, dtype: torch.dtype | None = None) -> np.ndarray:
     "uint8 frames (N,H,W,3) -> codes (N,h,w) as a numpy integer array, in batches under autocast `dtype` (None: float32)."
@@ -136,7 +142,7 @@ def encode_frames(model: Tokenizer, frames: np.ndarray, batch_size: int = 64, dt
     out = []
     for i in range(0, len(frames), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2).to(device)
-        with _autocast(device, dtype): idx = model.encode(to_model_input(x))
+        with autocast_as(device, dtype): idx = model.encode(to_model_input(x))
         out.append(idx.cpu().numpy().astype(code_dtype(model.codebook_size)))
     return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=code_dtype(model.codebook_size))
 
@@ -147,6 +153,6 @@ def decode_codes(model: Tokenizer, codes: np.ndarray, batch_size: int = 64, dtyp
     out = []
     for i in range(0, len(codes), batch_size):
         idx = torch.from_numpy(np.asarray(codes[i:i + batch_size]).astype(np.int64)).to(device)
-        with _autocast(device, dtype): x = model.decode_indices(idx)
+        with autocast_as(device, dtype): x = model.decode_indices(idx)
         out.append(to_uint8(x).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)

@@ -11,23 +11,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from .config import QuantizerConfig, choice, GRADIENTS, QUANTIZERS
+from .shared import all_reduce_, world_size
 
 # %% auto #0
-__all__ = ['world_size', 'all_reduce_sum_', 'gather_global_batch', 'seeded_generator', 'init_conv1x1', 'nearest_code',
-           'cluster_sums', 'batch_code_stats', 'kmeans', 'rotate_to', 'EMAQuantizer', 'FSQ', 'build_quantizer']
+__all__ = ['gather_global_batch', 'seeded_generator', 'init_conv1x1', 'nearest_code', 'cluster_sums', 'batch_code_stats',
+           'kmeans', 'rotate_to', 'EMAQuantizer', 'FSQ', 'build_quantizer']
 
 # %% ../nbs/04_quantizer.ipynb #617b0120
-def _distributed() -> bool: return dist.is_available() and dist.is_initialized()
-
-def world_size() -> int:
-    "Number of ranks (1 without torch.distributed)."
-    return dist.get_world_size() if _distributed() else 1
-
-def all_reduce_sum_(*tensors: torch.Tensor):
-    "Sum each tensor in place over all ranks; a no-op without torch.distributed."
-    if _distributed():
-        for t in tensors: dist.all_reduce(t)
-
 def gather_global_batch(flat: torch.Tensor, rows_per_sample: int) -> torch.Tensor:
     """Every rank's latent rows, in the order one process would hold the whole global batch.
     The loader deals the global batch round-robin (rank r holds samples r, r+W, r+2W, ...), so the gathered
@@ -166,7 +156,7 @@ class EMAQuantizer(nn.Module):
         # one extra entry says whether any rank saw non-finite latents: then no rank updates (a NaN batch would
         # poison the codebook for good; the trainer skips the step as well)
         counts = torch.cat([counts, (~torch.isfinite(flat)).any().to(counts.dtype).view(1)])
-        all_reduce_sum_(counts, sums)
+        all_reduce_(counts, sums)
         counts, non_finite = counts[:-1], counts[-1]
         if non_finite > 0: return
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
@@ -259,7 +249,7 @@ class FSQ(nn.Module):
     @torch.no_grad()
     def _update_histogram(self, indices):
         counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).float()
-        all_reduce_sum_(counts)
+        all_reduce_(counts)
         self.histogram.mul_(self.decay).add_(counts, alpha=1 - self.decay)
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
