@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install vqvae-kaggle into it (editable). `--dev` adds nbdev, pytest and the kaggle client.
+# Create .venv and install vqvae-kaggle into it (editable). `--dev` adds nbdev, pytest, the kaggle client and the docs
+# builder (mkdocs-material + mkdocs-jupyter).
 # Re-running is cheap: the install is skipped while settings.ini and tools/constraints.txt are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ status=0
 grep -v "is ignored: it is neither a file nor a directory" .venv/pip.log >&2 || true
 [ "$status" -eq 0 ] || { echo "setup failed: pip install exited with $status (see its output above)" >&2; exit 1; }
 modules="vqvae_kaggle, torch, lpips, crafter, av, safetensors"
-[ -n "$extra" ] && modules="$modules, nbdev, pytest, papermill, ipywidgets, jupytext"
+[ -n "$extra" ] && modules="$modules, nbdev, pytest, papermill, ipywidgets, jupytext, mkdocs, mkdocs_jupyter, material"
 .venv/bin/python -c "import $modules" \
   || { echo "setup failed: not every module imports from .venv ($modules; see pip output above)" >&2; exit 1; }
 # the kaggle client is only located, not imported: importing it authenticates and prints a page of help without a token

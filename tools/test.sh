@@ -23,5 +23,8 @@ NBDEV_BIN=$PWD/.venv/bin bash tools/check_sync.sh
 echo "== nbdev_test (every notebook)"
 .venv/bin/nbdev_test --n_workers 2 --timing
 
+echo "== documentation site (mkdocs --strict: every notebook a page, no broken link) into _site/"
+bash tools/build_docs.sh _site
+
 echo "== pytest"
 .venv/bin/python -m pytest -q tests "$@"
