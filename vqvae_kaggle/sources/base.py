@@ -36,6 +36,9 @@ class FrameSource:
     def plan(self, d: DataConfig, seed: int = 0, alt: bool = False, progress: bool = True) -> tuple:
         "(cache label, cache parameters, a function making the task list) of this source's frames under `d`."
         raise NotImplementedError(f'{type(self).__name__} has no cache plan')
+    def frames(self, d: DataConfig, seed: int = 0, progress: bool = True) -> tuple[FrameSet, dict]:
+        "All frames of this source under `d`, unsplit, and the manifest of the cache entry holding them."
+        raise FrameError(f'{self.spec}: its frames cannot be read whole')
     def splits(self, cfg: Config, progress: bool = True, alt: bool = False) -> tuple[FrameSet, FrameSet, dict]:
         "(train, validation, origin) frames of this source under `cfg`; `alt`: another rendering of the held-out worlds."
         raise NotImplementedError(f'{type(self).__name__} cannot load frames')
@@ -154,11 +157,13 @@ class RenderedGame(FrameSource):
         is_train = np.isin(fs.episodes, [i for i, n in enumerate(fs.names) if n in train_names])
         return fs.subset(is_train), fs.subset(~is_train)
 
+    def frames(self, d: DataConfig, seed: int = 0, progress: bool = True, alt: bool = False) -> tuple[FrameSet, dict]:
+        return cache_frames(*self.plan(d, seed, alt, progress), d, progress)
+
     def splits(self, cfg: Config, progress: bool = True, alt: bool = False) -> tuple[FrameSet, FrameSet, dict]:
         d = cfg.data
-        label, params, tasks = self.plan(d, cfg.run.seed, alt, progress)
-        fs, _ = cache_frames(label, params, tasks, d, progress)
-        train, val = self.split_worlds(fs, params['tasks'])
+        fs, m = self.frames(d, cfg.run.seed, progress, alt)
+        train, val = self.split_worlds(fs, m['params']['tasks'])
         n_train, n_val = (len(s) for s in self.seeds(d))
         return train, val, source_origin(d, self.name, f'{self.describe()}: {n_train} training, {n_val} held out')
 

@@ -11,7 +11,8 @@ from .base import FrameSource, GAMES, parse_source, register_parser, source_orig
 from .cache import CACHE_FORMAT, load_cache_entry, mirror_cache_entry, read_json
 
 # %% auto #0
-__all__ = ['frame_dataset_manifest', 'describe_frame_dataset', 'load_frame_dataset', 'FrameDataset', 'parse_frame_dataset']
+__all__ = ['frame_dataset_manifest', 'describe_frame_dataset', 'load_frame_dataset', 'read_frame_dataset', 'FrameDataset',
+           'parse_frame_dataset']
 
 # %% ../../nbs/sources/07_frame_dataset.ipynb #d9f1f4aa
 def frame_dataset_manifest(path) -> dict | None:
@@ -30,6 +31,11 @@ def describe_frame_dataset(m: dict) -> str:
 
 def load_frame_dataset(path, d: DataConfig, progress: bool = True) -> tuple[FrameSet, FrameSet]:
     "(train, validation) frames of the frame dataset at `path`, split by world, checked against the configured frame size."
+    fs, m = read_frame_dataset(path, d)
+    return parse_source(m['params']['source']).split_worlds(fs, m['params']['tasks'])
+
+def read_frame_dataset(path, d: DataConfig) -> tuple[FrameSet, dict]:
+    "All frames of the frame dataset at `path` (mapped through a mirror in `d`'s cache) and its manifest; its size must be `d`'s."
     path = Path(path); m = frame_dataset_manifest(path)
     if m is None: raise FrameError(f'{path}: not a frame dataset (no manifest.json of rendered frames in cache format {CACHE_FORMAT})')
     h, w = m['frame_shape'][:2]
@@ -40,8 +46,7 @@ def load_frame_dataset(path, d: DataConfig, progress: bool = True) -> tuple[Fram
     # the dataset may be read-only (a Kaggle input): a mirror in the cache holds the one-file copy of its frames, which is
     # written from the shards, each checked against its SHA-256, the first time
     entry = mirror_cache_entry(path, Path(d.cache_dir)/f'dataset-{m["content_hash"][:16]}')
-    fs, _ = load_cache_entry(entry)
-    return parse_source(m['params']['source']).split_worlds(fs, m['params']['tasks'])
+    return load_cache_entry(entry)
 
 # %% ../../nbs/sources/07_frame_dataset.ipynb #e34a6a42
 class FrameDataset(FrameSource):
@@ -52,6 +57,7 @@ class FrameDataset(FrameSource):
         self.game = self.manifest['params']['source']
         self.actions = parse_source(self.game).actions
     def describe(self) -> str: return describe_frame_dataset(self.manifest)
+    def frames(self, d: DataConfig, seed: int = 0, progress: bool = True) -> tuple[FrameSet, dict]: return read_frame_dataset(self.spec, d)
 
     def splits(self, cfg: Config, progress: bool = True, alt: bool = False) -> tuple[FrameSet, FrameSet, dict]:
         if alt: raise FrameError(f'{self.spec}: a frame dataset has one rendering; evaluate with --data {self.game} '
