@@ -6,14 +6,14 @@ frame_gap 2, skip_first 20), one process at a time and two in parallel. Prints o
 """
 import argparse, json, os, time
 from concurrent.futures import ThreadPoolExecutor
-from vqvae_kaggle import minecraft as mc
+from vqvae_kaggle.sources import minecraft as mc, minecraft_runtime as rt
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--worlds', type=int, nargs='+', default=[0, 1, 2, 3])
 ap.add_argument('--parallel', type=int, default=1)
 ap.add_argument('--frames', type=int, default=160)
 a = ap.parse_args()
-mc.check_minecraft(progress=False)                       # environment and OpenGL route found before the clock starts
+rt.check_minecraft(progress=False)                       # environment and OpenGL route found before the clock starts
 
 def one(seed):
     t = time.perf_counter()
@@ -29,5 +29,5 @@ with ThreadPoolExecutor(a.parallel) as pool:            # each render is its own
 wall = time.perf_counter() - t0
 n = sum(r['frames'] for r in rows)
 print(json.dumps(dict(parallel=a.parallel, worlds=len(rows), frames=n, wall_s=round(wall, 1), frames_per_s=round(n / wall, 1),
-                      mean_s_per_world=round(sum(r['seconds'] for r in rows) / len(rows), 1), release=mc.game_release(),
-                      route=mc.gl_route()['gl'], load=os.getloadavg())))
+                      mean_s_per_world=round(sum(r['seconds'] for r in rows) / len(rows), 1), release=rt.game_release(),
+                      route=rt.gl_route()['gl'], load=os.getloadavg())))
