@@ -7,15 +7,11 @@ with the notebook's one-line `> description`. README.md holds the table between 
 """
 import json, re, sys
 from pathlib import Path
+from docs_nav import notebooks   # the order the documentation site lists them in
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = '<!-- modules:start -->', '<!-- modules:end -->'
 DEFAULT_EXP = re.compile(r'^#\|\s*default_exp\s+(\S+)', re.M)
-
-def notebooks(nbs: Path) -> list[Path]:
-    "The notebooks under `nbs` in file-name order, top-level ones first (as the documentation site lists them)."
-    found = [p for p in nbs.rglob('*.ipynb') if not any(s.startswith(('.', '_')) for s in p.relative_to(nbs).parts)]
-    return sorted(found, key=lambda p: (len(p.relative_to(nbs).parts) > 1, p.relative_to(nbs).parts))
 
 def exported_module(cells: list) -> str | None:
     "The module a notebook exports (`sources.__init__` -> `sources`), or None."
@@ -35,9 +31,9 @@ def description(cells: list) -> str:
 def rows(root: Path = ROOT) -> list[tuple[str, str, str]]:
     "(notebook path relative to root, module, description) for every notebook that exports a module."
     out = []
-    for nb in notebooks(root/'nbs'):
-        cells = json.loads(nb.read_text(encoding='utf-8'))['cells']
-        if (module := exported_module(cells)): out.append((nb.relative_to(root).as_posix(), module, description(cells)))
+    for rel in notebooks(root/'nbs'):
+        cells = json.loads((root/'nbs'/rel).read_text(encoding='utf-8'))['cells']
+        if (module := exported_module(cells)): out.append((f'nbs/{rel.as_posix()}', module, description(cells)))
     return out
 
 def table(root: Path = ROOT) -> str:
