@@ -123,7 +123,7 @@ from conftest import synthetic_frames
 from vqvae_kaggle.config import apply_overrides
 from vqvae_kaggle.presets import get_preset
 import vqvae_kaggle.train as T
-import vqvae_kaggle.checkpoint as C
+import vqvae_kaggle.shared as S
 cfg = apply_overrides(get_preset('cpu'), {overrides!r})
 data = (synthetic_frames({n_train}, {h}, {w}, seed=1), synthetic_frames(8, {h}, {w}, seed=2))
 {patch}
@@ -202,7 +202,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, make_f
                 seen.append(path)
                 if len(seen) == 2: return HalfWriter(f)
             return f
-        C.open = open_   # the checkpoint module's `open` (module globals come before builtins)
+        S.open = open_   # the atomic writer's `open` (module globals come before builtins)
         ''')
     proc = start_training(tmp_path, out, [*TINY, 'run.epochs=3'], patch=patch)
     wait_for(marker.exists, proc, 'the second checkpoint write')

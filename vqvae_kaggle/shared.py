@@ -33,7 +33,9 @@ def atomic_file(path, fsync: bool = True):
 
 def atomic_write(path, data: bytes | str, fsync: bool = True) -> Path:
     "Write `data` (bytes, or text as UTF-8) to `path` so that `path` holds all of it or what it held before."
-    with atomic_file(path, fsync) as tmp: Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
+    with atomic_file(path, fsync=False) as tmp, open(tmp, 'wb') as f:   # this module's `open`: tests inject write faults there
+        f.write(data.encode() if isinstance(data, str) else data); f.flush()
+        if fsync: os.fsync(f.fileno())
     return Path(path)
 
 # %% ../nbs/00a_shared.ipynb #51a7502d
