@@ -54,6 +54,7 @@ def test_site_has_the_index_and_notebook_pages(tmp_path, two_notebooks, pages):
     assert 'VQ-VAE' in (site/'index.html').read_text() and 'href="00_config/"' in (site/'index.html').read_text()
     page = (site/'00_config'/'index.html').read_text()
     assert 'One typed configuration for a run' in page and 'class="kn">import' in page   # its prose and its code
+    assert 'href="00_config.ipynb" title="Download the notebook"' in page and (site/'00_config'/'00_config.ipynb').exists()
     assert 'href="../../00_config/#presets"' in (site/'tutorials'/'01_walk'/'index.html').read_text()  # notebook -> page
 
 def test_the_real_index_page_says_what_the_project_is():

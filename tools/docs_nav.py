@@ -75,6 +75,8 @@ def stage(build: Path, nbs: Path = NBS, docs: Path = DOCS, base: Path = ROOT/'mk
              else 'cache_dir: .cache/unused\n      cache: false')
     assert 'cache_dir: .cache/mkdocs-jupyter' in config, 'mkdocs.yml: the cache_dir line has changed'
     config = config.replace('cache_dir: .cache/mkdocs-jupyter', cache, 1)
+    # the generated config lives in `build`: the theme's folder is named from the repository
+    config = config.replace('custom_dir: tools/docs_theme', 'custom_dir: ' + json.dumps(str(ROOT/'tools'/'docs_theme')), 1)
     config = config.rstrip('\n') + '\n\n# written by tools/docs_nav.py from the notebooks present\n'
     config += f'hooks: [{json.dumps(str(HOOKS))}]\n'
     config += 'nav: ' + json.dumps(nav(nbs), ensure_ascii=False) + '\n'   # JSON is YAML
