@@ -70,3 +70,14 @@ def test_module_table_lists_every_module_of_the_package():
     modules = {'.'.join(p.relative_to(package).with_suffix('').parts) for p in package.rglob('*.py')
                if p.name not in ('__init__.py', '_modidx.py')}
     assert modules <= listed, f'modules missing from the table (no notebook exports them?): {sorted(modules - listed)}'
+
+def test_architecture_prose_names_real_modules_and_every_top_level_one():
+    "The layers above the table name only modules that exist, and every top-level module (sources/ is one layer)."
+    prose = sections(2)['Architecture'].split(module_table.START)[0]
+    layers = '\n'.join(line for line in prose.splitlines() if re.match(r'\s*(\d+\.|  )', line))
+    modules = {module for _, module, _ in module_table.rows()}
+    named = set(re.findall(r'`([a-z][a-z0-9_.]*)`', layers))
+    unknown = {n for n in named if n not in modules and f'sources.{n}' not in modules}
+    assert not unknown, f'README architecture names modules that do not exist: {sorted(unknown)}'
+    top_level = {m for m in modules if '.' not in m and m != 'sources'}
+    assert top_level <= named, f'README architecture does not place: {sorted(top_level - named)}'
