@@ -14,7 +14,7 @@ from .config import Config
 from .frames import FrameError, FrameSet
 from .data import load_splits, alt_val_frames
 from .sources import parse_source
-from .model import to_model_input, to_unit, _autocast
+from .model import to_model_input, to_unit, autocast_as
 from .metrics import reconstruction_metrics, code_usage, MetricAverager, artifact_probe
 from .losses import build_lpips, LPIPSUnavailable, BACKBONE_FILES, lpips_requested
 from .fid import fid_metric, FeatureMoments, frechet_distance
@@ -40,7 +40,7 @@ def _eval_mode(model):
 @torch.no_grad()
 def reconstruct(model, frames: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "uint8 frames (B,3,H,W) on the model's device -> (reconstructions in [0,1], code indices (B,h,w))."
-    with _eval_mode(model), _autocast(frames.device, dtype):
+    with _eval_mode(model), autocast_as(frames.device, dtype):
         x_hat, aux = model(to_model_input(frames))
     return to_unit(x_hat), aux['indices']
 
@@ -49,7 +49,7 @@ def reconstruct_unit(model, x: torch.Tensor, dtype: torch.dtype | None = None) -
     "Float frames (B,3,H,W) in [0,1] -> float32 reconstructions in [0,1], on `x`'s device."
     if not x.is_floating_point(): raise TypeError(f'reconstruct_unit expects float frames in [0, 1], got {x.dtype}')
     device = next(model.parameters()).device
-    with _eval_mode(model), _autocast(device, dtype):
+    with _eval_mode(model), autocast_as(device, dtype):
         x_hat, _ = model(x.to(device).float() * 2 - 1)
     return to_unit(x_hat).to(x.device)
 
