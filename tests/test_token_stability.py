@@ -81,7 +81,7 @@ def test_identical_frames_keep_their_codes(any_tok):
 
 def test_moving_patch_static_cells_stay_moving_cells_change(tok):
     frames, moved = ts.moving_patch_frames(10, noise=4)
-    plain, stable = ts.stable_encode(tok, frames, 0.0), ts.stable_encode(tok, frames, 0.5)
+    plain, stable = ts.stable_encode(tok, frames, 0.0), ts.stable_encode(tok, frames, 0.2)
     (h, w), (H, W) = plain.shape[1:], frames.shape[1:3]
     cell_moved = moved.reshape(len(moved), h, H // h, w, W // w).any((2, 4))
     flips = lambda c, mask: (c[1:] != c[:-1])[mask].mean()
@@ -112,3 +112,10 @@ def test_fsq_is_refused():
 def test_stability_meta():
     assert ts.stability_meta(0) == dict(mechanism='none', margin=0.0)
     assert ts.stability_meta(0.2)['mechanism'] == 'hysteresis'
+
+
+def test_default_margin_only_where_it_was_measured(tok):
+    "The default margin is in squared distances between L2-normalised vectors: raw codebooks and FSQ get plain encoding."
+    assert ts.default_margin(tok.quantizer) == ts.HYSTERESIS_MARGIN > 0
+    assert ts.default_margin(tiny_tokenizer('quantizer.l2_normalize=false').quantizer) == 0.0
+    assert ts.default_margin(tiny_tokenizer('quantizer.kind=fsq').quantizer) == 0.0
