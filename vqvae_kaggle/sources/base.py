@@ -32,7 +32,8 @@ class FrameSource:
 
     def __init__(self, spec: str): self.spec = str(spec)
     def requires(self) -> list[str]: "What must be installed to read or render it (requirements, system pieces)."; return []
-    def check(self, progress: bool = True) -> None: "Raise `SourceUnavailable` (with the fix) if it cannot produce frames here."
+    def check(self, progress: bool = True) -> str | None:
+        "Raise `SourceUnavailable` (with the fix) if it cannot produce frames here; may return one line saying how it will."
     def plan(self, d: DataConfig, seed: int = 0, alt: bool = False, progress: bool = True) -> tuple:
         "(cache label, cache parameters, a function making the task list) of this source's frames under `d`."
         raise NotImplementedError(f'{type(self).__name__} has no cache plan')
