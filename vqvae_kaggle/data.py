@@ -32,17 +32,6 @@ def alt_val_frames(cfg: Config, progress: bool = True) -> FrameSet:
     "The held-out worlds of a rendered source rendered another way (`ALT_RENDER`): what a tokenizer learnt beyond one renderer."
     return source_splits(cfg, progress, alt=True)[1]
 
-# ## `load_splits`: train and validation frames for a config
-#
-# For the two rendered sources, Minecraft (the default, `01b_minecraft`) and Crafter, training frames come from worlds `0 .. minecraft_train_worlds-1` (`crafter_train_seeds-1`) and validation frames from worlds `10000 ..`: validation measures generalisation to worlds the model never saw. Both splits are rendered into one cache entry, one shard per world, in parallel worker processes; the training worlds come first, so each split is one run of rows, a view of the mapped frames rather than a copy; Minecraft's shards also keep each frame's action. (`frames_per_episode`, `skip_first` and `frame_gap` shape each world's frames; `max_frames` does not apply.) The game is asked whether it can render here only when frames must be rendered: a finished cache needs no OpenGL. When Minecraft cannot render (`MinecraftUnavailable`, a `sources.SourceUnavailable`), `load_splits` prints a loud line with the reason and the fix and uses `data.fallback_source` instead (Crafter by default; `None` stops; a Kaggle session sets `None` unless its parameters ask for a fallback). Either way the frames say what they are: `load_splits` sets `origin` on both splits (the source asked for, the one loaded, its game, the reason for a fallback, a one-line description), and the trainer records it in `config.json` (the source actually trained), `summary.json`, `metrics.jsonl` and wandb. `RenderedGame.plan` (`sources.base`) is the one place a rendered game's worlds become tasks and a cache key, so a frame dataset rendered elsewhere (`02b_frame_datasets`) is byte for byte the entry a run would make.
-#
-# `alt_val_frames` renders the same held-out worlds another way (`ALT_RENDER`: three times the resolution, a Lanczos filter down to the frame size; for Crafter, 24-pixel tiles instead of 8). A tokenizer that learnt the game scores about the same on both; one that learnt a pixel grid does not. `vqvae-kaggle eval --data val-alt` reports it.
-#
-# Every other source (a frame array, a video, a MineRL/GameFactory/image folder, a `kaggle:` handle) is resolved, its layout detected, and read through the same cache, one shard per video or image chunk. Its cache key holds the source, the layout, the size and sampling parameters and a fingerprint of the files (names and sizes), so a changed dataset is re-extracted; the sampling seed is `cfg.run.seed`. It is then split by episode (video, trajectory, image folder) with `val_fraction`, or a separate `val_source` is used for validation. On Kaggle, pointing `data.cache_dir` into `/kaggle/working` keeps the cache as the version's output for the next session.
-
-# %% ../nbs/02_data.ipynb #cc41ebb4
-#| export
-
 # %% ../nbs/02_data.ipynb #e5c4a977
 def stream_seed(*parts: int) -> int:
     "A well-mixed 63-bit seed from integers (so (seed, epoch) pairs never collide like seed + epoch would)."

@@ -30,12 +30,6 @@ def read_json(path: Path):
     try: return json.loads(Path(path).read_text())
     except (OSError, ValueError): return None
 
-# ## The cache: uint8 shards plus a manifest
-#
-# A cache entry is a folder `cache_dir/<label>-<key>/` where `key` is a hash of every parameter that affects the frames: the cache format version, the source and its files' sizes, the frame size, the sampling parameters, and either the exact list of extraction tasks (Crafter) or a fingerprint of the source's files (their names and sizes). The entry holds one `.npy` shard per task and a `manifest.json` with the parameters, the counts (per split when the tasks carry one, as Crafter's do), the skipped inputs, each shard's SHA-256 and a content hash over all of them.
-#
-# The folder is built as `<entry>.partial` and renamed to `<entry>` only after the manifest is written, so an entry that exists is complete. Each shard is written by `frames.extract_to_shard` (in a worker process, running the `extract` function it is given) to a temporary name and renamed, with a small sidecar JSON written after it; a build that is interrupted (a killed kernel, a lost session) resumes from the finished shards when run again with the same parameters, and starts over when the plan differs. Frames are read from the shards with their SHA-256 checked, so a shard damaged on disk is caught and the entry is rebuilt.
-
 # %% ../../nbs/sources/01_cache.ipynb #340051b5
 CACHE_FORMAT = 1
 
