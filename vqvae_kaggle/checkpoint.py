@@ -11,13 +11,15 @@ import torch
 
 import vqvae_kaggle
 from .config import Config, config_to_dict, recorded_config
-from .model import build_tokenizer
+from .model import Tokenizer, build_tokenizer
+from .model_handles import ModelHandleError, is_model_handle, resolve_model
 from .shared import atomic_write, file_sha256
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'EXPORT_FORMAT', 'EXPORT_SUFFIX', 'CheckpointError', 'save_checkpoint', 'CheckpointInfo',
            'list_checkpoints', 'load_checkpoint', 'load_latest', 'prune_checkpoints', 'resolve_checkpoint',
-           'run_folder', 'is_export', 'read_export', 'resolve_device', 'load_tokenizer', 'export_tokenizer']
+           'run_folder', 'is_export', 'read_export', 'resolve_device', 'load_tokenizer', 'from_pretrained',
+           'export_tokenizer']
 
 # %% ../nbs/07_checkpoint.ipynb #ed29c7f9
 CHECKPOINT_FORMAT = 'vqvae-kaggle-checkpoint/1'
@@ -99,9 +101,14 @@ def prune_checkpoints(folder, keep: int) -> None:
 
 # %% ../nbs/07_checkpoint.ipynb #8f8b14f3
 def resolve_checkpoint(path) -> Path:
-    "A checkpoint (or export) file, or the newest valid checkpoint in a run folder."
+    """A checkpoint (or export) file, the newest valid checkpoint in a run folder, or the export in a model folder or
+    behind a Kaggle Models handle (`kaggle:owner/model/framework/variation[/version]`, see `model_handles`)."""
+    if is_model_handle(path):
+        try: path = resolve_model(path)               # the mounted or downloaded model folder
+        except ModelHandleError as e: raise CheckpointError(str(e)) from None
     path = Path(path)
     if path.is_file(): return path
+    if (path/'tokenizer.safetensors').is_file(): return path/'tokenizer.safetensors'   # a model folder (`kaggle_models`)
     found = list_checkpoints(path / 'checkpoints', path) if path.is_dir() else []
     if not found: raise CheckpointError(f'no checkpoint at {path} (expected a ckpt-*.pt file, an exported .safetensors tokenizer, '
                                         'or a run folder holding checkpoints/)')
@@ -186,7 +193,7 @@ def _checkpoint_weights(path: Path) -> tuple[dict, dict]:
     return state['model'], state
 
 def load_tokenizer(checkpoint, device='cpu') -> tuple[torch.nn.Module, Config, dict]:
-    """(model in eval mode, its config, state) from a checkpoint file, run folder or tokenizer export.
+    """(model in eval mode, its config, state) from a checkpoint file, run folder, tokenizer export, model folder or `kaggle:` handle.
     `state` is the checkpoint itself, or for an export a dict with 'path', 'step', 'epoch', 'config' and 'provenance'."""
     path = resolve_checkpoint(checkpoint)
     if is_export(path):
@@ -200,6 +207,13 @@ def load_tokenizer(checkpoint, device='cpu') -> tuple[torch.nn.Module, Config, d
     except RuntimeError as e: raise CheckpointError(f'{what} {path} does not match its own config: {e}') from None
     state['path'] = str(path)
     return model.to(device).eval(), cfg, state
+
+def from_pretrained(name, device='cpu') -> Tokenizer:
+    "The tokenizer `name` names (export, model folder, run folder, checkpoint or `kaggle:` handle), in eval mode."
+    return load_tokenizer(name, device)[0]
+
+Tokenizer.from_pretrained = staticmethod(from_pretrained)   # `Tokenizer.from_pretrained('kaggle:...')`, as users of tokenizers expect
+
 
 # %% ../nbs/07_checkpoint.ipynb #93157c0d
 def _export_path(out) -> Path:
