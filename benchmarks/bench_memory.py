@@ -19,7 +19,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from vqvae_kaggle.config import get_preset  # noqa: E402
+from vqvae_kaggle.presets import get_preset  # noqa: E402
 from vqvae_kaggle.model import build_tokenizer, count_parameters  # noqa: E402
 from vqvae_kaggle.losses import TokenizerLoss, build_lpips  # noqa: E402
 from vqvae_kaggle.adversarial import PatchDiscriminator, generator_loss, discriminator_loss, frozen_logits  # noqa: E402

@@ -31,10 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vqtorch_baseline import vqtorch_tokenizer  # noqa: E402
 
 from vqvae_kaggle.augment import augmenting  # noqa: E402
-from vqvae_kaggle.config import Config, get_preset, apply_overrides, config_to_dict  # noqa: E402
+from vqvae_kaggle.config import Config, apply_overrides, config_to_dict  # noqa: E402
+from vqvae_kaggle.presets import get_preset  # noqa: E402
 from vqvae_kaggle.data import load_splits, alt_val_frames  # noqa: E402
-from vqvae_kaggle.evaluate import (evaluate_model, lpips_metric, eval_markdown, reconstruct, reconstruct_unit,  # noqa: E402
-                                   frames_to_tensor, sample_indices, resolve_device, _write_json)
+from vqvae_kaggle.evaluate import (evaluate_model, lpips_metric, reconstruct, reconstruct_unit,  # noqa: E402
+                                   frames_to_tensor, sample_indices)
+from vqvae_kaggle.report import eval_markdown, write_json  # noqa: E402
+from vqvae_kaggle.checkpoint import resolve_device  # noqa: E402
 from vqvae_kaggle.metrics import probe_frames  # noqa: E402
 from vqvae_kaggle.model import count_parameters  # noqa: E402
 from vqvae_kaggle.train import Trainer  # noqa: E402
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
                            sample_frames=args.sample_frames, lpips=lp)
         for src in r['sources'].values(): src.update(steps=info['steps'], steps_per_s=info['steps_per_s'], batch_size=info['batch_size'])
         r.update(training=info, config=config_to_dict(cfg))
-        _write_json(out / slug / 'eval.json', r)
+        write_json(out / slug / 'eval.json', r)
         results[name], infos[name], models[name] = r, info, model
         for s, m in r['sources'].items():
             print(f"  {s}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, usage {m['usage']:.1%}, artifact {m['artifact']:.2f}", flush=True)
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
           f'Grids: {grid.name} (held-out frames), {probe_cmp.name} (uniform/gradient probe); per model: '
           '<model>/val_reconstructions.png, <model>/probe.png.\n')
     (out / 'results.md').write_text(md)
-    _write_json(out / 'results.json', {'budget_minutes': args.budget_minutes, 'device': str(device), 'lpips': lp[1],
+    write_json(out / 'results.json', {'budget_minutes': args.budget_minutes, 'device': str(device), 'lpips': lp[1],
                                        'models': results, 'compare_grid': str(grid), 'compare_probe': str(probe_cmp)})
     print('\n' + md)
     return 0

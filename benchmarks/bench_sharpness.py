@@ -29,10 +29,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import RUN_SETTINGS, train_one  # noqa: E402
 
-from vqvae_kaggle.config import get_preset, apply_overrides, config_to_dict  # noqa: E402
+from vqvae_kaggle.config import apply_overrides, config_to_dict  # noqa: E402
+from vqvae_kaggle.presets import get_preset  # noqa: E402
 from vqvae_kaggle.data import load_splits, alt_val_frames  # noqa: E402
 from vqvae_kaggle.evaluate import (evaluate_model, lpips_metric, reconstruct, reconstruct_unit, frames_to_tensor,  # noqa: E402
-                                   sample_indices, resolve_device, fmt_metric, markdown_table, _write_json, eval_sources)
+                                   sample_indices, eval_sources)
+from vqvae_kaggle.report import fmt_metric, markdown_table, write_json  # noqa: E402
+from vqvae_kaggle.checkpoint import resolve_device  # noqa: E402
 from vqvae_kaggle.losses import build_lpips, LPIPSUnavailable  # noqa: E402
 from vqvae_kaggle.metrics import probe_frames  # noqa: E402
 from vqvae_kaggle.viz import compare_grid, save_grid  # noqa: E402
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
         model, info = train_one(arm, cfg, splits, out / cfg.name)
         r = evaluate_model(model, cfg, sources, out / cfg.name, arm, batch_size=32, sample_frames=args.sample_frames, lpips=lp)
         r.update(training=info, config=config_to_dict(cfg), overrides=plan[arm])
-        _write_json(out / cfg.name / 'eval.json', r)
+        write_json(out / cfg.name / 'eval.json', r)
         results[arm], models[arm] = r, model
         m = r['sources']['val']
         print('  val: ' + ', '.join(f'{label} {fmt_metric(m.get(k), f)}' for k, label, f in COLUMNS), flush=True)
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
           'crops), compare_probe.png (uniform/gradient probe).\n')
     out.mkdir(parents=True, exist_ok=True)
     (out / 'results.md').write_text(md)
-    _write_json(out / 'results.json', {'budget_minutes': args.budget_minutes, 'device': str(device), 'adv': args.adv,
+    write_json(out / 'results.json', {'budget_minutes': args.budget_minutes, 'device': str(device), 'adv': args.adv,
                                        'lpips': lp[1], 'skipped': skipped, 'arms': results,
                                        'grids': [str(grid), str(probe_grid)]})
     print('\n' + md)

@@ -46,9 +46,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vqvae_kaggle.config import Config, get_preset, apply_overrides, config_to_dict, RunConfig  # noqa: E402
+from vqvae_kaggle.config import Config, apply_overrides, config_to_dict, RunConfig  # noqa: E402
+from vqvae_kaggle.presets import get_preset  # noqa: E402
 from vqvae_kaggle.data import load_splits  # noqa: E402
-from vqvae_kaggle.evaluate import resolve_device  # noqa: E402
+from vqvae_kaggle.checkpoint import resolve_device  # noqa: E402
 from vqvae_kaggle.frames import FrameSet  # noqa: E402
 from vqvae_kaggle.losses import LPIPSUnavailable, build_lpips  # noqa: E402
 from vqvae_kaggle.model import count_parameters  # noqa: E402

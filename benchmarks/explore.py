@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import RUN_SETTINGS, train_one  # noqa: E402
 
-from vqvae_kaggle.config import apply_overrides, get_preset  # noqa: E402
+from vqvae_kaggle.config import apply_overrides  # noqa: E402
+from vqvae_kaggle.presets import get_preset  # noqa: E402
 from vqvae_kaggle.data import alt_val_frames, load_splits  # noqa: E402
 from vqvae_kaggle.evaluate import evaluate, sample_indices  # noqa: E402
 

@@ -14,7 +14,7 @@ from vqvae_kaggle.checkpoint import CheckpointError, export_tokenizer, load_toke
 from vqvae_kaggle.config import apply_overrides
 from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.model import encode_frames
-from vqvae_kaggle.report import run_eval
+from vqvae_kaggle.report import fmt_metric, run_eval
 from vqvae_kaggle.train import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*single episode")
@@ -73,7 +73,7 @@ def test_publish_stages_the_model_folder_and_a_card_true_to_eval_json(trained, c
     card, ev = (folder/'README.md').read_text(), json.loads((run/'eval'/'eval.json').read_text())['sources']['val']
     row = next(l for l in card.splitlines() if l.startswith('| val |')).strip('|').split('|')[1:]
     for (key, _, fmt), cell in zip(km.CARD_METRICS, row):
-        assert cell.strip() == km.fmt_metric(fmt, ev.get(key)), key
+        assert cell.strip() == fmt_metric(ev.get(key), fmt), key
     assert 'From eval/eval.json' in card and '![held-out frames and reconstructions](samples.png)' in card
     assert f"load_tokenizer('kaggle:{HANDLE}')" in card and 'Apache 2.0' in card
     assert re.search(r'12x16 = 192 tokens from 32 codes \(5 bits each, 960 bits per frame\)', card)
