@@ -147,15 +147,23 @@ def test_load_by_handle_from_the_kagglehub_cache(trained, tmp_path, monkeypatch)
         mh.resolve_model(f'kaggle:{HANDLE}')    # the newest version needs the server
 
 
-def test_wandb_offline_records_the_model_artifact(trained, tmp_path):
-    import wandb
-    run, _ = trained
-    export = export_tokenizer(run, tmp_path/'tokenizer.safetensors')
-    wb = wandb.init(project='vqvae-kaggle', mode='offline', dir=str(tmp_path))
-    art = km.log_model_artifact(wb, run, export)
-    wb.finish()
-    assert art.type == 'model' and 'tokenizer.safetensors' in art.manifest.entries
-    ev = json.loads((run/'eval'/'eval.json').read_text())['sources']['val']
-    assert art.metadata['metrics']['val']['psnr'] == pytest.approx(ev['psnr'])
-    logs = list((tmp_path/'wandb').glob('offline-run-*/run-*.wandb'))
-    assert logs and art.name.split(':')[0].encode() in logs[0].read_bytes()
+def test_session_end_logs_the_export_as_a_wandb_model_artifact(tmp_path, make_frames):
+    "With wandb on (offline here), a session's end writes the slim export and logs it as a model artifact with its metrics."
+    frames = make_frames(24, H, W, seed=3).frames
+    np.save(tmp_path/'frames.npy', frames)
+    cfg = apply_overrides(get_preset('cpu'), [
+        f'data.source={tmp_path/"frames.npy"}', f'data.cache_dir={tmp_path/"cache"}', f'data.width={W}', f'data.height={H}',
+        'model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=32', 'optim.batch_size=4',
+        'run.wandb=offline', 'run.val_frames=4', 'run.sample_frames=2', 'run.budget_minutes=none', 'run.epochs=1',
+        'run.threads=1', f'run.out_dir={tmp_path/"run"}'])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        t = Trainer(cfg, progress=False)
+        summary = t.fit()
+    export = tmp_path/'run'/'tokenizer.safetensors'
+    assert load_tokenizer(export)[2]['step'] == summary['step']          # the session's last checkpoint, exported
+    logs = list((tmp_path/'run'/'wandb').glob('offline-run-*/run-*.wandb'))
+    assert len(logs) == 1
+    log = logs[0].read_bytes()
+    for needle in (f'tokenizer-{t.tracker.run_id}', 'tokenizer.safetensors', 'package_version', f'step-{summary["step"]}'):
+        assert needle.encode() in log, needle                           # the artifact record, its file, metadata and alias

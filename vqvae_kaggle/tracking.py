@@ -73,6 +73,14 @@ class Tracker:
         with open(self.path, 'a') as f: f.write(json.dumps({'note': key, **{k: _plain(v) for k, v in info.items()}}) + '\n')
         if self.run is not None: self.run.config.update({key: info}, allow_val_change=True)
 
+    def log_model(self, path, name: str, metadata: dict, aliases=('latest',)) -> None:
+        "Log the file at `path` (a tokenizer export) as a wandb model artifact `name`, with `metadata` (e.g. held-out metrics)."
+        if not self.enabled or self.run is None: return
+        import wandb
+        artifact = wandb.Artifact(name, type='model', metadata={k: _plain(v) for k, v in metadata.items()})
+        artifact.add_file(str(path), name=Path(path).name)
+        self.run.log_artifact(artifact, aliases=list(aliases))
+
     def finish(self) -> None:
         if self.run is not None: self.run.finish(); self.run = None
 

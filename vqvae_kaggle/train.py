@@ -11,6 +11,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+import vqvae_kaggle
+
 from .config import Config, RunConfig, config_to_dict, save_config, validate, choice, SWITCHES
 from .data import load_splits, BatchLoader
 from .model import build_tokenizer, count_parameters
@@ -19,6 +21,7 @@ from .adversarial import PatchDiscriminator
 from .evaluate import evaluate, write_samples, sample_indices
 from .distributed import init_distributed, close_distributed, barrier
 from .tracking import Tracker
+from .checkpoint import export_tokenizer
 from .train_step import Precision, resolve_precision, in_layout, optimise
 from .schedule import (Cadence, MetricWindow, SessionClock, progress_fraction, learning_rate, agree,
                                    limit_reached, time_left)
@@ -358,9 +361,17 @@ class Trainer:
                        runtime={**runtime, 'threads': torch.get_num_threads()}, timing=timing,
                        samples=sorted(str(p) for p in (self.out / 'samples').glob('*.png'))[-2:])
         if self.dist.is_main: (self.out / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
+        if self.dist.is_main and ckpt is not None and self.tracker.run is not None: self._log_export(ckpt, last_val)
         self.tracker.finish()
         close_distributed()
         return summary
+
+    def _log_export(self, ckpt: Path, last_val: dict) -> None:
+        "With wandb on: the slim export of the session's last checkpoint, as a model artifact holding the held-out metrics."
+        export = export_tokenizer(ckpt, self.out / 'tokenizer.safetensors')
+        meta = dict(step=self.step, preset=self.cfg.name, package_version=vqvae_kaggle.__version__,
+                    **{f'val/{k}': v for k, v in last_val.items() if isinstance(v, (int, float))})
+        self.tracker.log_model(export, f'tokenizer-{self.tracker.run_id}', meta, aliases=('latest', f'step-{self.step}'))
 
 def train(cfg: Config, **kwargs) -> dict:
     "Build a `Trainer` for `cfg` and run it; see `Trainer` for the options."
