@@ -167,3 +167,20 @@ def test_session_end_logs_the_export_as_a_wandb_model_artifact(tmp_path, make_fr
     log = logs[0].read_bytes()
     for needle in (f'tokenizer-{t.tracker.run_id}', 'tokenizer.safetensors', 'package_version', f'step-{summary["step"]}'):
         assert needle.encode() in log, needle                           # the artifact record, its file, metadata and alias
+
+
+def test_cli_model_stage_publish_attach(trained, tmp_path, monkeypatch, capsys):
+    from vqvae_kaggle.cli import main
+    from vqvae_kaggle.kaggle_push import KernelMetadata, read_metadata
+    run, _ = trained
+    assert main(['model', 'stage', str(run), '--id', HANDLE, '--out', str(tmp_path/'m')]) == 0
+    assert sorted(p.name for p in (tmp_path/'m').iterdir()) == sorted(km.MODEL_FILES)
+    for k in ('KAGGLE_USERNAME', 'KAGGLE_KEY', 'KAGGLE_API_TOKEN', 'KAGGLE_KERNEL_RUN_TYPE'): monkeypatch.delenv(k, raising=False)
+    assert main(['model', 'publish', str(run), '--id', HANDLE]) == 2
+    assert 'no Kaggle credentials' in capsys.readouterr().err
+    (tmp_path/'k'/'kernel').mkdir(parents=True); (tmp_path/'k'/'kernel'/'train.ipynb').write_text('{}')
+    KernelMetadata('alice/vqvae-kaggle-train', 'vqvae-kaggle-train').write(tmp_path/'k')
+    assert main(['model', 'attach', f'{HANDLE}/3', '--folder', str(tmp_path/'k')]) == 0
+    assert read_metadata(tmp_path/'k')[0]['model_sources'] == [f'{HANDLE}/3']
+    assert main(['model', 'attach', HANDLE, '--folder', str(tmp_path/'k')]) == 2
+    assert 'give the version' in capsys.readouterr().err

@@ -6,27 +6,25 @@
 from __future__ import annotations
 import argparse, json, sys
 from pathlib import Path
-import numpy as np
-import torch
 
-from .config import Config, ConfigError, apply_overrides, config_to_dict, config_from_dict
+from .config import Config, ConfigError, apply_overrides, config_to_dict
 from .presets import PRESETS, get_preset, load_config
 from .frames import FrameError
 from .checkpoint import CheckpointError
-from .evaluate import run_eval, run_eval_many, eval_summary, load_tokenizer, resolve_device
+from .report import run_eval, run_eval_many, eval_summary
 from .augment import augmenting
-from .tokens import tokenize, decode, TokensError
+from .tokens import tokenize, decode
 from .losses import LPIPSUnavailable, BACKBONE_FILES
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
 from .kaggle_client import KaggleError
 from .kaggle_push import MetadataError
 from .kaggle_chain import add_kernel_parser, run_kernel_command
-from .data import RENDERED_SOURCES
+from .sources import rendered_games
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'config_from_args', 'count', 'existing_folders', 'build_parser', 'presets_table', 'run_frames_command',
-           'main']
+           'run_model_command', 'main']
 
 # %% ../nbs/11_cli.ipynb #0ce5c605
 def config_from_args(args) -> Config:
@@ -132,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ('publish', 'render if needed, upload as a private Kaggle dataset (new, or a new version), attach it to the kernel')):
         s = fsub.add_parser(name, help=helptext)
         s.add_argument('dir', nargs='?', help='the frame dataset folder (default: frames/<game>-<worlds>w-<width>x<height>)')
-        s.add_argument('--game', choices=RENDERED_SOURCES, help='the game (default: minecraft)')
+        s.add_argument('--game', choices=rendered_games(), help='the game (default: minecraft)')
         s.add_argument('--worlds', type=count(1), help='training worlds, seeds 0..N-1 (default: 64)')
         s.add_argument('--val-worlds', type=count(1), help='held-out worlds, seeds 10000.. (default: 8)')
         s.add_argument('--frames-per-world', type=count(1), help='frames of each world (default: 160)')
@@ -148,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument('--notes', help='version notes (when the dataset exists)')
             s.add_argument('--folder', default='.', help='folder of the kernel-metadata.json the dataset is attached to (default: .)')
             s.add_argument('--no-attach', action='store_true', help='do not add the dataset to the kernel metadata')
+
+    m = sub.add_parser('model', help='publish a run\'s tokenizer to Kaggle Models (export, config, model card), or attach a version to the kernel')
+    msub = m.add_subparsers(dest='model_command', required=True)
+    for name, helptext in (('stage', 'write the model folder (export, config.json, README.md card, samples.png) without uploading'),
+                           ('publish', 'stage, then upload as a new Kaggle Model or a new version of one (kagglehub.model_upload)')):
+        s = msub.add_parser(name, help=helptext)
+        s.add_argument('run', help='the run folder (its config.json, summary.json and eval/eval.json make the card)')
+        s.add_argument('--id', required=True, dest='handle', help="the model variation, 'owner/model/framework/variation' (framework: pytorch)")
+        s.add_argument('--checkpoint', help="the checkpoint to publish (default: the run's newest valid one)")
+        s.add_argument('--license', default='Apache 2.0', help="licence name Kaggle takes (default 'Apache 2.0')")
+        if name == 'stage': s.add_argument('--out', required=True, help='the (empty or new) folder to write')
+        else:
+            s.add_argument('--notes', default='', help='version notes (default: the step and preset)')
+            s.add_argument('--allow-collapsed', action='store_true', help='publish even if the health checks say the run collapsed')
+            s.add_argument('--stage-dir', help='where to stage the files (default: a new temporary folder, kept if the upload fails)')
+    a = msub.add_parser('attach', help="add a published version to kernel-metadata.json's model_sources")
+    a.add_argument('handle', help="'owner/model/framework/variation/N' (Kaggle numbers the versions: see the model's page)")
+    a.add_argument('--folder', default='.', help='folder of the kernel-metadata.json (default: .)')
 
     sub.add_parser('presets', help='list the named presets')
     c = sub.add_parser('config', help='print a resolved config as JSON')
@@ -186,7 +202,7 @@ _RENDER_DEFAULTS = dict(game='minecraft', worlds=64, val_worlds=8, frames_per_wo
 def run_frames_command(args) -> int:
     "`vqvae-kaggle frames render|publish`: render a frame dataset (unless `publish` is given a finished one) and publish it."
     from vqvae_kaggle.frame_datasets import frame_dataset_config, render_frame_dataset, FrameDatasetError
-    from vqvae_kaggle.data import frame_dataset_manifest
+    from vqvae_kaggle.sources.frame_dataset import frame_dataset_manifest
     given = {k: getattr(args, k) for k in _RENDER_DEFAULTS if getattr(args, k) is not None}
     o = {**_RENDER_DEFAULTS, **given}
     folder = Path(args.dir or f"frames/{o['game']}-{o['worlds']}w-{o['width']}x{o['height']}")
@@ -204,10 +220,30 @@ def run_frames_command(args) -> int:
         return 2
     return 0
 
+def run_model_command(args) -> int:
+    "`vqvae-kaggle model stage|publish|attach`: a run's tokenizer as a Kaggle Model (see `kaggle_models`)."
+    from vqvae_kaggle.kaggle_models import stage_model, publish_model, attach_model, ModelPublishError
+    from vqvae_kaggle.model_handles import ModelHandleError
+    try:
+        if args.model_command == 'attach': attach_model(args.handle, args.folder)
+        elif args.model_command == 'stage':
+            folder = stage_model(args.run, args.handle, args.out, args.checkpoint, args.license)
+            print(f'model folder {folder}: {", ".join(sorted(p.name for p in folder.iterdir()))}; the card is {folder / "README.md"}')
+        else:
+            r = publish_model(args.run, args.handle, args.checkpoint, args.license, args.notes, args.allow_collapsed, args.stage_dir)
+            print(f"published {r['handle']} ({', '.join(r['files'])}): {r['url']}\n"
+                  f"load it with load_tokenizer('kaggle:{r['handle']}') or --checkpoint kaggle:{r['handle']}; attach a version to "
+                  f"the kernel with `vqvae-kaggle model attach {r['handle']}/N`")
+    except (ModelPublishError, ModelHandleError, CheckpointError, KaggleError, MetadataError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == 'kernel': return run_kernel_command(args)   # reports its own errors (1: failed session, 2: other)
     if args.command == 'frames': return run_frames_command(args)
+    if args.command == 'model': return run_model_command(args)
     try:
         if args.command == 'train':
             cfg = config_from_args(args)  # validate before launching anything
@@ -239,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             decode(args.tokens, args.out, args.checkpoint, args.video, args.compare, args.episode, args.start, args.max_frames,
                    args.batch_size, args.device, args.fps, allow_other_tokenizer=args.allow_other_tokenizer, progress=not args.no_progress)
         elif args.command == 'export':
-            from vqvae_kaggle.evaluate import export_tokenizer   # the slim export lives with the loading code
+            from vqvae_kaggle.checkpoint import export_tokenizer
             print(f'tokenizer exported to {export_tokenizer(args.checkpoint, args.out)}')
         elif args.command == 'presets': print(presets_table())
         elif args.command == 'config': print(json.dumps(config_to_dict(apply_overrides(get_preset(args.preset), args.set or [])), indent=2))

@@ -8,7 +8,7 @@ import json, tempfile
 from pathlib import Path
 from .frames import shard_files   # numpy and PIL, no torch
 from .kaggle_client import KaggleError, KaggleNotFound, api_call, kaggle_client, response_field
-from .kaggle_push import MetadataError, read_metadata, validate_metadata
+from .kaggle_push import MetadataError, attach_source
 
 # %% auto #0
 __all__ = ['DATASET_METADATA', 'DATASET_LICENSES', 'DERIVED_FILES', 'dataset_metadata', 'stage_frame_dataset', 'dataset_exists',
@@ -66,15 +66,8 @@ def dataset_exists(client, dataset_id: str) -> bool:
     except KaggleNotFound: return False
 
 def attach_dataset(dataset_id: str, folder='.', log=print) -> bool:
-    "Add `dataset_id` to `dataset_sources` of `folder`/kernel-metadata.json (kept valid); False if it was there already."
-    meta, base = read_metadata(folder)
-    sources = list(meta.get('dataset_sources') or [])
-    if any(s.split('/')[:2] == dataset_id.split('/')[:2] for s in sources): return False
-    meta['dataset_sources'] = sources + [dataset_id]
-    validate_metadata(meta, base)
-    (Path(folder) / 'kernel-metadata.json' if Path(folder).is_dir() else Path(folder)).write_text(json.dumps(meta, indent=2) + '\n')
-    log(f'kernel-metadata.json: {dataset_id} added to dataset_sources (the next `vqvae-kaggle kernel push` attaches it)')
-    return True
+    "Add `dataset_id` to `dataset_sources` of `folder`/kernel-metadata.json (kept valid); False if it was there already (any version)."
+    return attach_source('dataset_sources', dataset_id, folder, same=lambda a, b: a.split('/')[:2] == b.split('/')[:2], log=log)
 
 def publish_frame_dataset(folder, dataset_id: str, client=None, title: str | None = None, license: str = 'other',
                           public: bool = False, version_notes: str | None = None, attach_to=None, stage_dir=None,

@@ -14,7 +14,7 @@ __all__ = ['GPU_SHAPES', 'TPU_SHAPES', 'RETIRED_SHAPES', 'ADMIN_ONLY_SHAPES', 'R
            'SLUG_RE', 'USER_RE', 'PARAMETERS_TAG', 'INJECTED_TAG', 'SESSION_PARAMETERS', 'package_files',
            'package_digest', 'package_version', 'build_wheel', 'MetadataError', 'slugify', 'read_metadata',
            'metadata_problems', 'shape_warnings', 'normalized_metadata', 'validate_metadata', 'KernelMetadata',
-           'cell_source', 'parameters_cell', 'parameter_names', 'inject_parameters', 'wheel_parameter',
+           'attach_source', 'cell_source', 'parameters_cell', 'parameter_names', 'inject_parameters', 'wheel_parameter',
            'local_package_dir', 'stage_kernel', 'PushResult', 'notebook_parameters', 'push_kernel']
 
 # %% ../nbs/10b_kaggle_push.ipynb #585ca79f
@@ -208,6 +208,19 @@ class KernelMetadata:
         path = Path(folder) / 'kernel-metadata.json'
         path.write_text(json.dumps(d, indent=2) + '\n')
         return path
+
+# %% ../nbs/10b_kaggle_push.ipynb #6e5875ae
+def attach_source(kind: str, ref: str, folder='.', same=None, log=print) -> bool:
+    "Add `ref` to the `kind` list (e.g. 'model_sources') of `folder`/kernel-metadata.json, kept valid; False if `same` finds it there."
+    if kind not in SOURCE_FORMS: raise MetadataError(f'{kind!r} is not a kernel source list; those are {sorted(SOURCE_FORMS)}')
+    meta, base = read_metadata(folder)
+    sources, same = list(meta.get(kind) or []), same or (lambda a, b: a == b)
+    if any(same(s, ref) for s in sources): return False
+    meta[kind] = sources + [ref]
+    validate_metadata(meta, base)
+    (Path(folder) / 'kernel-metadata.json' if Path(folder).is_dir() else Path(folder)).write_text(json.dumps(meta, indent=2) + '\n')
+    log(f'kernel-metadata.json: {ref} added to {kind} (the next `vqvae-kaggle kernel push` attaches it)')
+    return True
 
 # %% ../nbs/10b_kaggle_push.ipynb #4a9a2156
 PARAMETERS_TAG = 'parameters'
