@@ -24,7 +24,7 @@ from PIL import Image
 def make_videos(root: Path, n_videos: int, n_frames: int) -> int:
     "MineRL-style folders traj-k/recording.mp4 of Crafter gameplay at 640x360, lossy H.264."
     import av
-    from vqvae_kaggle.frames import render_crafter_episode
+    from vqvae_kaggle.sources.crafter import render_crafter_episode
     for k in range(n_videos):
         frames = render_crafter_episode(k, n_frames, skip_first=0, frame_gap=1)
         (root / f'traj-{k}').mkdir(parents=True)
@@ -40,10 +40,10 @@ def make_videos(root: Path, n_videos: int, n_frames: int) -> int:
 
 def time_extraction(root: Path, cache: Path, workers: int) -> tuple[float, int]:
     from vqvae_kaggle.config import DataConfig
-    from vqvae_kaggle.data import source_frames
+    from vqvae_kaggle.sources import parse_source
     d = DataConfig(source=str(root), width=128, height=72, skip_first=0, frame_gap=1, cache_dir=str(cache), workers=workers)
     t0 = time.perf_counter()
-    fs, _ = source_frames(d.source, d, progress=False)
+    fs, _ = parse_source(d.source).frames(d, progress=False)
     return time.perf_counter() - t0, len(fs)
 
 
@@ -95,7 +95,7 @@ def main():
         secs, kept = time_extraction(tmp / 'videos', tmp / f'cache-{args.workers}', args.workers)
         rows.append(('loading the finished cache again', f'{secs:.2f} s', f'{kept} frames, every shard re-hashed'))
 
-        from vqvae_kaggle.data import load_cache_entry
+        from vqvae_kaggle.sources.cache import load_cache_entry
         frames, _ = load_cache_entry(next(p for p in (tmp / f'cache-{args.workers}').iterdir()))
         frames = frames.frames
         png = tmp / 'png'; png.mkdir()

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
 from vqvae_kaggle.cli import main
-from vqvae_kaggle.frames import write_video
+from vqvae_kaggle.shared import write_video
 
 TINY = ['model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=16',
         'quantizer.lookup_dim=4', 'data.width=32', 'data.height=16', 'optim.batch_size=4', 'optim.warmup_steps=1',
@@ -82,8 +82,9 @@ def test_empty_folder_is_a_clear_error(tmp_path, capsys):
 def test_tokenize_writes_a_token_folder_that_decodes_like_the_model(tmp_path, capsys):
     "A trained checkpoint whose training skipped and strode: tokenize still takes every frame, in order; decode gives the model's reconstructions."
     import torch
-    from vqvae_kaggle.evaluate import load_tokenizer, reconstruct
-    from vqvae_kaggle.data import source_frames
+    from vqvae_kaggle.checkpoint import load_tokenizer
+    from vqvae_kaggle.evaluate import reconstruct
+    from vqvae_kaggle.sources import parse_source
     src = make_source('npz', tmp_path)
     sets = [f'--set={s}' for s in TINY + [f'data.cache_dir={tmp_path / "cache"}']]
     assert main(['train', '--data', src, '--out', str(tmp_path / 'run'), '--no-progress', *sets]) == 0
@@ -96,7 +97,7 @@ def test_tokenize_writes_a_token_folder_that_decodes_like_the_model(tmp_path, ca
     assert (np.load(tok / 'episode_starts.npy') == [0, 12, 24]).all() and (np.load(tok / 'frame_index.npy') == np.tile(np.arange(12), 3)).all()
     assert main(['decode', '--tokens', str(tok), '--batch-size', '4', '--no-progress']) == 0
     model, cfg, _ = load_tokenizer(tmp_path / 'run')
-    fs, _ = source_frames(src, cfg.data, progress=False)   # the 64x36 frames as the model sees them: cropped and resized to 32x16
+    fs, _ = parse_source(src).frames(cfg.data, progress=False)   # the 64x36 frames as the model sees them: cropped and resized to 32x16
     x = torch.from_numpy(fs.frames[:4]).permute(0, 3, 1, 2)
     np.testing.assert_array_equal(np.load(tok / 'decoded.npy')[:4], (reconstruct(model, x)[0] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
 

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np, pytest, torch
 
 from vqvae_kaggle import tokens as tk
-from vqvae_kaggle import evaluate as ev
+from vqvae_kaggle import checkpoint as ck
 from vqvae_kaggle.config import apply_overrides, config_to_dict
 from vqvae_kaggle.presets import get_preset
 from vqvae_kaggle.model import build_tokenizer
 from vqvae_kaggle.checkpoint import save_checkpoint
-from vqvae_kaggle.evaluate import load_tokenizer, reconstruct
-from vqvae_kaggle.frames import video_frame_count
+from vqvae_kaggle.checkpoint import load_tokenizer
+from vqvae_kaggle.evaluate import reconstruct
+from vqvae_kaggle.sources.readers import video_frame_count
 from vqvae_kaggle.cli import main
 
 TINY = ['model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=32', 'quantizer.lookup_dim=4',
@@ -251,7 +252,7 @@ def test_minerl_layout_tokens_line_up_with_their_actions_and_rewards(tmp_path):
     """MineRL trajectories (recording.mp4 + rendered.npz, one step per pair of frames) tokenized with a skip and a stride
     in chunks that cross episodes: each row's codes are its frame's, its action is its frame's step (camera yaw = frame
     number), its reward sums the steps up to the next kept frame (reward = 100 x trajectory + frame)."""
-    from vqvae_kaggle.frames import write_video
+    from vqvae_kaggle.shared import write_video
     run = make_checkpoint(tmp_path / 'run')
     lengths, skip_first, frame_gap = [13, 9, 20], 2, 3
     rng, videos = np.random.default_rng(0), []
@@ -338,7 +339,7 @@ def test_cli_round_trip(tmp_path, capsys):
 
 def test_cli_export_then_tokenize_gives_the_same_codes(tmp_path):
     "`vqvae-kaggle export`, then tokenize and decode with the slim export: the codes and frames of the training checkpoint."
-    assert callable(ev.export_tokenizer)   # a rename fails here instead of skipping silently
+    assert callable(ck.export_tokenizer)   # a rename fails here instead of skipping silently
     run = make_checkpoint(tmp_path / 'run')
     episodes_npz(tmp_path / 'src.npz', [9, 12])
     assert main(['export', '--checkpoint', str(run), '--out', str(tmp_path / 'slim')]) == 0

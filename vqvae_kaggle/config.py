@@ -10,10 +10,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'UPSAMPLES', 'NORMS', 'ACTIVATIONS', 'QUANTIZERS', 'GRADIENTS', 'LPIPS_NETS', 'LPIPS_UNITS', 'ADV_LOSSES',
-           'SCHEDULES', 'AMP_MODES', 'WANDB_MODES', 'SWITCHES', 'SECTIONS', 'MOVED_TO_PRESETS', 'ConfigError', 'Rule',
-           'choice', 'one_of', 'at_least', 'positive', 'between', 'text', 'check_section', 'DataConfig', 'ModelConfig',
-           'QuantizerConfig', 'LossConfig', 'OptimConfig', 'RunConfig', 'Config', 'config_to_dict', 'config_from_dict',
-           'validate', 'save_config', 'recorded_config', 'apply_overrides']
+           'SCHEDULES', 'AMP_MODES', 'WANDB_MODES', 'SWITCHES', 'SECTIONS', 'ConfigError', 'Rule', 'choice', 'one_of',
+           'at_least', 'positive', 'between', 'text', 'check_section', 'DataConfig', 'ModelConfig', 'QuantizerConfig',
+           'LossConfig', 'OptimConfig', 'RunConfig', 'Config', 'config_to_dict', 'config_from_dict', 'validate',
+           'save_config', 'recorded_config', 'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #5e1a0b02
 class ConfigError(ValueError):
@@ -439,12 +439,3 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if sec not in SECTIONS: raise ConfigError(f'override {o!r}: unknown section {sec!r}; known: {list(SECTIONS)}')
         d.setdefault(sec, {})[name] = value.strip()
     return config_from_dict(d, cfg)
-
-# %% ../nbs/00_config.ipynb #812d1d67
-MOVED_TO_PRESETS = ('PRESETS', 'get_preset', 'load_config')
-
-def __getattr__(name):
-    "Transitional (issue 23): the names that moved to `presets`, for callers that still import them from here."
-    if name not in MOVED_TO_PRESETS: raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    from vqvae_kaggle import presets
-    return getattr(presets, name)

@@ -82,7 +82,7 @@ def render_frame_dataset(out, d: DataConfig, workers: int | None = None, progres
 # %% ../nbs/02b_frame_datasets.ipynb #c9bd870a
 def write_card(folder, m: dict) -> Path:
     "Write the frame dataset's `README.md` from its manifest."
-    from vqvae_kaggle.kaggle_client import package_version
+    from vqvae_kaggle.kaggle_push import package_version
     import vqvae_kaggle
     game, tasks, (h, w) = m['params']['source'], m['params']['tasks'], m['frame_shape'][:2]
     seeds = lambda split: [t['seed'] for t in tasks if t.get('split') == split]

@@ -8,10 +8,11 @@ import importlib, importlib.util, json, os, re, shutil, socket, subprocess, sys,
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, get_preset, apply_overrides, config_to_dict, config_from_dict
+from .config import Config, apply_overrides, config_to_dict, config_from_dict
+from .presets import get_preset
 from .checkpoint import list_checkpoints
 from .losses import BACKBONE_FILES, LPIPSUnavailable, lpips_weights_path, build_lpips
-from .kaggle_client import package_version
+from .kaggle_push import package_version
 from .sources import SourceUnavailable, parse_source, rendered_games
 from .sources.frame_dataset import describe_frame_dataset
 from .sources.kaggle_inputs import (FRAME_CACHE, adopt_frame_cache, call_with_timeout, carried_frame_caches,

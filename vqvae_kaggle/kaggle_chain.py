@@ -171,6 +171,7 @@ def chain(n: int, folder='.', client=None, params: dict | None = None, kernel_id
         left = check_gpu_quota(client, log=log) if meta['enable_gpu'] or accelerator in GPU_SHAPES else None
         p = dict(params or {})
         if previous: p.update(PREVIOUS_OUTPUT=previous, REQUIRE_PREVIOUS=True)
+        if i < n: p.pop('PUBLISH_MODEL', None)       # the tokenizer is published once, at the end of the chain
         if left is not None:
             p['QUOTA_HOURS_LEFT'] = round(left, 2)
             log(f'session {i}/{n}: QUOTA_HOURS_LEFT={p["QUOTA_HOURS_LEFT"]} (the session ends within the GPU quota left)')
@@ -232,6 +233,8 @@ def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--accelerator', help='machine shape for this push, e.g. NvidiaTeslaT4 (default: the metadata)')
     p.add_argument('--continue-from', metavar='OWNER/SLUG/versions/N', help='continue from this kernel version output')
     p.add_argument('--continue', dest='continue_latest', action='store_true', help="continue from this kernel's latest output")
+    p.add_argument('--publish-model', metavar='OWNER/MODEL/FRAMEWORK/VARIATION', help='PUBLISH_MODEL: publish the run to Kaggle Models '
+                   'when the session ends (chain: the last session only)')
 
 def add_kernel_parser(subparsers) -> argparse.ArgumentParser:
     "Add the `kernel` command (validate, push, status, output, chain) to an argparse subparsers object."
@@ -261,7 +264,7 @@ def add_kernel_parser(subparsers) -> argparse.ArgumentParser:
 
 CLI_PARAMETERS = dict(preset='PRESET', data='DATA', lpips_weight='LPIPS_WEIGHT', session_hours='SESSION_HOURS',
                    margin_minutes='MARGIN_MINUTES', budget_minutes='BUDGET_MINUTES', run_name='RUN_NAME', wandb='WANDB',
-                   gpus='GPUS', render='RENDER', fallback='FALLBACK')
+                   gpus='GPUS', render='RENDER', fallback='FALLBACK', publish_model='PUBLISH_MODEL')
 
 def notebook_params(args) -> dict:
     "Front-end notebook parameters from the command-line options that were given."

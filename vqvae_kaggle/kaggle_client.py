@@ -156,12 +156,3 @@ def response_field(obj, *names):
         v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
         if v not in (None, '', []): return v
     return None
-
-# %% ../nbs/10a_kaggle_client.ipynb #908a27a3
-def __getattr__(name):
-    "Transitional (issue 23): the names that moved to `kaggle_push` and `kaggle_chain`, for callers that still read them here."
-    if not name.startswith('__'):
-        from vqvae_kaggle import kaggle_push, kaggle_chain   # a circle while it lasts: tests/test_layout.py fails until it goes
-        for mod in (kaggle_push, kaggle_chain):
-            if name in mod.__all__: return getattr(mod, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

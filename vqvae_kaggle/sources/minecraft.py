@@ -71,13 +71,14 @@ class Minecraft(RenderedGame):
     name, title, episode_prefix = 'minecraft', 'Minecraft', 'minecraft-world-'
     world_fields = ('minecraft_train_worlds', 'minecraft_val_worlds')
     unavailable_fix = OPENGL_FIX
+    installs_itself = True
     actions = 'buttons OR-ed and camera deltas summed over the game ticks up to the next frame'
 
     def requires(self) -> list[str]:
         return [f"Python {', '.join(f'{a}.{b}' for a, b in sorted(GAME_RELEASES))} (running, on PATH, or VQVAE_MINECRAFT_PYTHON)",
                 f"{' '.join(MINECRAFT_PACKAGES)} (installed on first use into an environment of the game's own)",
                 'OpenGL: EGL (libegl1 libegl-mesa0 libgl1-mesa-dri), or GLX with Xvfb (xvfb)']
-    def check(self, progress: bool = True) -> None: check_minecraft(progress)
+    def check(self, progress: bool = True) -> str: return check_minecraft(progress)
     def fingerprint(self, d: DataConfig) -> dict:
         return dict(source='minecraft', game=game_fingerprint(), policy=MINECRAFT_POLICY)
     def render_options(self, d: DataConfig, alt: bool = False) -> dict:
