@@ -795,3 +795,14 @@ def test_previous_output_fetch_gives_up_at_its_time_limit(monkeypatch, capsys):
     assert vk.fetch_previous_output(f'{KID}/versions/1', download=lambda h: time.sleep(60)) is None
     out = capsys.readouterr().out
     assert f'kagglehub fetching {KID}/versions/1 did not finish in 0.3 s' in out and 'attached' in out
+
+
+def test_chain_publishes_the_model_from_its_last_session_only(front_end):
+    "`--publish-model` reaches the front end as PUBLISH_MODEL, in the last session of a chain (and in a single push)."
+    fake = FakeKaggle()
+    rc, _ = cli(['kernel', 'chain', '3', '--folder', str(front_end), '--publish-model', 'alice/mc-tokenizer/pytorch/t4'], fake)
+    assert rc == 0
+    assert [injected(p['nb']).get('PUBLISH_MODEL') for p in fake.pushes] == [None, None, 'alice/mc-tokenizer/pytorch/t4']
+    one = FakeKaggle()
+    rc, _ = cli(['kernel', 'push', '--folder', str(front_end), '--publish-model', 'alice/mc-tokenizer/pytorch/t4'], one)
+    assert rc == 0 and injected(one.pushes[0]['nb'])['PUBLISH_MODEL'] == 'alice/mc-tokenizer/pytorch/t4'

@@ -184,3 +184,21 @@ def test_cli_model_stage_publish_attach(trained, tmp_path, monkeypatch, capsys):
     assert read_metadata(tmp_path/'k')[0]['model_sources'] == [f'{HANDLE}/3']
     assert main(['model', 'attach', HANDLE, '--folder', str(tmp_path/'k')]) == 2
     assert 'give the version' in capsys.readouterr().err
+
+
+def test_kernel_front_end_publishes_at_the_end_and_never_fails_the_session_for_it(tmp_path, make_frames, monkeypatch):
+    """PUBLISH_MODEL in the emulated kernel: the session trains, then stages its model folder and calls the installed
+    kagglehub's upload, which (no network here) fails: loudly, with the session complete and the folder in the output."""
+    from test_sessions import run_frontend, NB_PARAMS, TINY as SESSION_TINY, H as SH, W as SW
+    root = tmp_path/'kaggle'
+    (root/'input'/'game-frames').mkdir(parents=True)
+    fs = make_frames(32, SH, SW, seed=3)
+    np.savez(root/'input'/'game-frames'/'frames.npz', frames=fs.frames, episodes=fs.episodes)
+    monkeypatch.setenv('KAGGLE_USERNAME', 'alice'); monkeypatch.setenv('KAGGLE_KEY', 'k' * 32)
+    res = run_frontend(root, dict(NB_PARAMS, LPIPS_WEIGHT=0, PUBLISH_MODEL=HANDLE, OVERRIDES=[*SESSION_TINY, 'run.epochs=12']),
+                       tmp_path)
+    assert res['status'] == 'ok', res['output']
+    out, run = res['output'], root/'working'/'cpu'
+    assert 'WARNING: MODEL NOT PUBLISHED' in out and f'{HANDLE}: Kaggle refused the upload' in out, out[-3000:]
+    assert sorted(p.name for p in (run/'model').iterdir()) == sorted(km.MODEL_FILES)
+    assert json.loads((run/'summary.json').read_text())['step'] == 72
