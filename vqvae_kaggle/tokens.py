@@ -20,7 +20,7 @@ from .sources.cache import read_json
 from .sources.frame_dataset import FrameDataset, load_frame_dataset
 from .model import code_dtype, to_model_input, to_uint8, encode_frames, decode_codes
 from .checkpoint import load_tokenizer, resolve_device
-from .train import resolve_precision
+from .train_step import resolve_precision
 
 # %% auto #0
 __all__ = ['encode_chunk', 'decode_chunk', 'TOKENS_FORMAT', 'TOKEN_FILES', 'TokensError', 'frame_order', 'over_gaps',
