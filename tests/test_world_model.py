@@ -108,3 +108,15 @@ def test_save_load_and_cli(rule, trained, tmp_path):
     assert saved['episodes'] == 2 and r['rollouts'] == 3
     assert min(min(x) for x in saved['rollout_rows']) >= 6 * 24      # only the held-out episodes
     with pytest.raises(ValueError, match='unknown world-model settings'): wm.world_model_config('tiny', depth=3)
+
+
+def test_vqvae_kaggle_worldmodel_command(rule, tmp_path, capsys):
+    "`vqvae-kaggle worldmodel train|eval` once cli.py adds the subcommand (add_world_model_commands / run_world_model)."
+    from vqvae_kaggle.cli import main
+    with pytest.raises(SystemExit) as e: main(['worldmodel', '--help'])
+    if e.value.code != 0: pytest.skip('vqvae-kaggle worldmodel is not wired into cli.py yet')
+    out = tmp_path / 'wm'
+    assert main(['worldmodel', 'train', str(rule), '--out', str(out), '--set', 'steps=2', 'width=16', 'heads=2', 'context=2']) == 0
+    assert main(['worldmodel', 'eval', str(out), str(rule), '-k', '2', '--rollouts', '2']) == 0
+    assert json.loads((out / 'eval.json').read_text())['rollouts'] == 2
+    assert main(['worldmodel', 'eval', str(tmp_path / 'missing'), str(rule)]) == 2   # a user error, said in one line
