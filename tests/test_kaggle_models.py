@@ -22,6 +22,14 @@ W, H = 32, 24
 HANDLE = 'alice/mc-tokenizer/pytorch/tiny'
 
 
+def tiny_cfg(folder, *extra):
+    "The cpu preset shrunk to a few CPU seconds, on folder/frames.npy, writing folder/run."
+    return apply_overrides(get_preset('cpu'), [
+        f'data.source={folder/"frames.npy"}', f'data.cache_dir={folder/"cache"}', f'data.width={W}', f'data.height={H}',
+        'model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=32', 'optim.batch_size=4',
+        'run.val_frames=4', 'run.sample_frames=2', 'run.budget_minutes=none', 'run.threads=1', f'run.out_dir={folder/"run"}', *extra])
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     "A short training on blocky frames, evaluated: (run folder, frames)."
@@ -29,11 +37,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('run')
     frames = synthetic_frames(24, H, W, seed=3).frames
     np.save(tmp/'frames.npy', frames)
-    cfg = apply_overrides(get_preset('cpu'), [
-        f'data.source={tmp/"frames.npy"}', f'data.cache_dir={tmp/"cache"}', f'data.width={W}', f'data.height={H}',
-        'model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=32', 'optim.batch_size=4',
-        'run.wandb=disabled', 'run.val_frames=4', 'run.sample_frames=2', 'run.budget_minutes=none', 'run.epochs=12',
-        'run.threads=1', f'run.out_dir={tmp/"run"}'])
+    cfg = tiny_cfg(tmp, 'run.wandb=disabled', 'run.epochs=12')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         Trainer(cfg, progress=False).fit()
@@ -151,11 +155,7 @@ def test_session_end_logs_the_export_as_a_wandb_model_artifact(tmp_path, make_fr
     "With wandb on (offline here), a session's end writes the slim export and logs it as a model artifact with its metrics."
     frames = make_frames(24, H, W, seed=3).frames
     np.save(tmp_path/'frames.npy', frames)
-    cfg = apply_overrides(get_preset('cpu'), [
-        f'data.source={tmp_path/"frames.npy"}', f'data.cache_dir={tmp_path/"cache"}', f'data.width={W}', f'data.height={H}',
-        'model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quantizer.codebook_size=32', 'optim.batch_size=4',
-        'run.wandb=offline', 'run.val_frames=4', 'run.sample_frames=2', 'run.budget_minutes=none', 'run.epochs=1',
-        'run.threads=1', f'run.out_dir={tmp_path/"run"}'])
+    cfg = tiny_cfg(tmp_path, 'run.wandb=offline', 'run.epochs=1')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         t = Trainer(cfg, progress=False)
