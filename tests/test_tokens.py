@@ -169,7 +169,9 @@ def test_peak_memory_stays_bounded_by_the_chunk(tmp_path):
         growth[k] = measure(k)
     extra, more = growth[8] - growth[2], sizes[8] - sizes[2]
     print(f'peak growth: {growth[2] / 2**20:.1f} MiB for {sizes[2] / 2**20:.0f} MiB of frames, {growth[8] / 2**20:.1f} MiB for {sizes[8] / 2**20:.0f} MiB')
-    assert extra < 0.25 * more, f'8x the frames raised the peak by {extra / 2**20:.1f} MiB more than 2x ({more / 2**20:.0f} MiB more frames)'
+    # frames left resident would add all 40 MiB (the control below measures 50-55); the allocator's slack is up to two
+    # chunk buffers (7 MiB each: 2-7 MiB measured, 11 MiB once on a loaded machine), so half of it separates the two
+    assert extra < 0.5 * more, f'8x the frames raised the peak by {extra / 2**20:.1f} MiB more than 2x ({more / 2**20:.0f} MiB more frames)'
     kept = measure(8, 'keep-pages') - growth[2]     # the measurement can see it: pages left mapped add up with the frames
     print(f'with the pages kept: {kept / 2**20:.1f} MiB more for 8x than 2x')
     assert kept > 0.8 * more, f'with the pages kept, 8x raised the peak by only {kept / 2**20:.1f} MiB'
