@@ -14,9 +14,9 @@ from .quantizer import EMAQuantizer, nearest_code
 from .model import to_model_input
 
 # %% auto #0
-__all__ = ['HYSTERESIS_MARGIN', 'HYSTERESIS_RULE', 'check_hysteresis_quantizer', 'lookup_latents', 'code_distances',
-           'hysteresis_codes', 'stable_encode', 'moving_patch_frames', 'margin_curve', 'default_margin',
-           'stability_meta']
+__all__ = ['HYSTERESIS_MARGIN', 'HYSTERESIS_RULE', 'check_hysteresis_quantizer', 'lookup_rows', 'lookup_latents',
+           'code_distances', 'hysteresis_codes', 'stable_encode', 'moving_patch_frames', 'margin_curve',
+           'default_margin', 'stability_meta', 'perturbed_copy', 'consistency_loss']
 
 # %% ../nbs/12b_token_stability.ipynb #214deb9e
 def check_hysteresis_quantizer(quantizer: nn.Module) -> EMAQuantizer:
@@ -25,14 +25,18 @@ def check_hysteresis_quantizer(quantizer: nn.Module) -> EMAQuantizer:
         raise ValueError(f'hysteresis needs a codebook quantizer (EMAQuantizer), got {type(quantizer).__name__}')
     return quantizer
 
-@torch.no_grad()
-def lookup_latents(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    "Frames `x` (B,3,H,W) in [-1,1] -> the rows the quantizer compares with its codebook, (B, h, w, d)."
+def lookup_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    "Frames `x` (B,3,H,W) in [-1,1] -> the rows the quantizer compares with its codebook, (B, h, w, d), with gradients."
     q = check_hysteresis_quantizer(model.quantizer)
     z = model.encoder(x)
     with torch.autocast(device_type=z.device.type, enabled=False) if q.fp32 else contextlib.nullcontext():
         z = q.project_in(z.float() if q.fp32 else z).permute(0, 2, 3, 1)
         return F.normalize(z, dim=-1) if q.l2_normalize else z
+
+@torch.no_grad()
+def lookup_latents(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    "`lookup_rows` without gradients: what encoding compares."
+    return lookup_rows(model, x)
 
 # %% ../nbs/12b_token_stability.ipynb #5d001674
 def code_distances(rows: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -140,3 +144,15 @@ def default_margin(quantizer: nn.Module) -> float:
 def stability_meta(margin: float) -> dict:
     "What a token folder's `meta.json` records about hysteresis (margin 0: none, plain nearest-code encoding)."
     return dict(mechanism='hysteresis', margin=float(margin), rule=HYSTERESIS_RULE) if margin > 0 else dict(mechanism='none', margin=0.0)
+
+# %% ../nbs/12b_token_stability.ipynb #a893efc1
+def perturbed_copy(x: torch.Tensor, noise: float, brightness: float, seed: tuple[int, ...]) -> torch.Tensor:
+    "`x` (B,3,H,W) in [-1,1] plus Gaussian noise of std `noise` and a per-frame offset in [-`brightness`, `brightness`], clamped; seeded by `seed`."
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([int(s) for s in seed]).generate_state(1)[0]))
+    delta = noise * torch.randn(x.shape, generator=gen) + brightness * (2 * torch.rand(len(x), 1, 1, 1, generator=gen) - 1)
+    return (x + delta.to(x.device, x.dtype)).clamp(-1, 1)
+
+def consistency_loss(model: nn.Module, x_perturbed: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    "Mean squared distance (float32, per lookup dimension, as the commitment loss) of `x_perturbed`'s lookup rows to the codebook vectors `codes` (B,h,w)."
+    rows = lookup_rows(model, x_perturbed)
+    return (rows.float() - model.quantizer.embed[codes].float()).pow(2).mean()
