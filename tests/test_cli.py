@@ -90,7 +90,7 @@ def test_tokenize_writes_a_token_folder_that_decodes_like_the_model(tmp_path, ca
     assert main(['train', '--data', src, '--out', str(tmp_path / 'run'), '--no-progress', *sets]) == 0
     tok = tmp_path / 'tokens'
     assert main(['tokenize', '--checkpoint', str(tmp_path / 'run'), '--data', src, '--out', str(tok), '--chunk-frames', '10',
-                 '--batch-size', '4', '--no-progress']) == 0
+                 '--batch-size', '4', '--no-progress', '--hysteresis', '0']) == 0   # plain codes: decoded below = the model's reconstruction
     codes, meta = np.load(tok / 'codes.npy'), json.loads((tok / 'meta.json').read_text())
     assert codes.shape == (36, 8, 16) and codes.dtype == np.uint8 and meta['codebook_size'] == 16
     assert (meta['sampling']['skip_first'], meta['sampling']['frame_gap']) == (0, 1)     # not the training's 2 and 2

@@ -119,3 +119,24 @@ def test_default_margin_only_where_it_was_measured(tok):
     assert ts.default_margin(tok.quantizer) == ts.HYSTERESIS_MARGIN > 0
     assert ts.default_margin(tiny_tokenizer('quantizer.l2_normalize=false').quantizer) == 0.0
     assert ts.default_margin(tiny_tokenizer('quantizer.kind=fsq').quantizer) == 0.0
+
+
+def test_consistency_is_off_by_default_and_old_configs_still_parse():
+    "Training-time consistency (loss.consistency): a config written before the field existed parses, with the term off."
+    from vqvae_kaggle.config import config_to_dict, config_from_dict, recorded_config, ConfigError
+    old = config_to_dict(Config())
+    for k in ('consistency', 'consistency_noise', 'consistency_brightness'): del old['loss'][k]
+    assert config_from_dict(old).loss.consistency == 0 and recorded_config(old).loss.consistency == 0
+    assert apply_overrides(Config(), ['loss.consistency=0.5']).loss.consistency == 0.5
+    with pytest.raises(ConfigError, match='loss.consistency'): apply_overrides(Config(), ['loss.consistency=-1'])
+    with pytest.raises(ConfigError, match="needs quantizer.kind='ema'"): apply_overrides(Config(), ['loss.consistency=1', 'quantizer.kind=fsq'])
+
+
+def test_consistency_loss_is_the_commitment_for_the_frame_itself_and_grows_with_the_perturbation(tok):
+    x = to_model_input(torch.from_numpy(ts.moving_patch_frames(4)[0]).permute(0, 3, 1, 2))
+    with torch.no_grad(): _, aux = tok(x)
+    same = ts.consistency_loss(tok, ts.perturbed_copy(x, 0, 0, (0, 0, 0)), aux['indices'])
+    torch.testing.assert_close(same, aux['commit_loss'])
+    with torch.no_grad():
+        far = [ts.consistency_loss(tok, ts.perturbed_copy(x, s, s, (0, 0, 0)), aux['indices']) for s in (0.05, 0.5)]
+    assert same < far[0] < far[1]

@@ -79,7 +79,8 @@ def read_folder(folder: Path) -> dict:
 def test_decode_of_tokenize_is_the_models_reconstruction(tmp_path):
     run = make_checkpoint(tmp_path / 'run')
     frames, _, _ = episodes_npz(tmp_path / 'src.npz', [13, 7, 20])
-    tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'tok', chunk_frames=8, batch_size=4, device='cpu', progress=False)
+    tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'tok', chunk_frames=8, batch_size=4, device='cpu', progress=False,
+                hysteresis=0)   # plain nearest codes: the model's own
     r = tk.decode(tmp_path / 'tok', tmp_path / 'dec.npy', batch_size=4, device='cpu', progress=False)
     model, _, _ = load_tokenizer(run)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2)
@@ -95,7 +96,7 @@ def test_codes_indices_and_actions_stay_aligned_across_episode_and_chunk_boundar
     lengths, chunk = [11, 5, 17, 9], 4                               # chunks smaller than an episode, dividing none of them
     frames, eps, actions = episodes_npz(tmp_path / 'src.npz', lengths, interleave=interleave)
     s = tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'tok', skip_first, frame_gap, chunk_frames=chunk, batch_size=1,
-                    device='cpu', progress=False)
+                    device='cpu', progress=False, hysteresis=0)   # plain codes, compared with encode_chunk's below
     t = tk.load_tokens(tmp_path / 'tok')
     rows = expected_rows(eps, skip_first, frame_gap)
     kept = [len(range(skip_first, lengths[e], frame_gap)) for e in episode_order(eps)]
@@ -188,7 +189,7 @@ KILLER = textwrap.dedent('''
         if len(seen) > int(sys.argv[4]): os.kill(os.getpid(), signal.SIGKILL)   # no cleanup of any kind, as a power cut
         return real(model, frames, *a, **k)
     tk.encode_chunk = dying
-    tk.tokenize(sys.argv[1], sys.argv[2], sys.argv[3], chunk_frames=6, batch_size=4, device='cpu', progress=False)
+    tk.tokenize(sys.argv[1], sys.argv[2], sys.argv[3], chunk_frames=6, batch_size=4, device='cpu', progress=False, hysteresis=0)
 ''')
 
 
@@ -196,7 +197,7 @@ KILLER = textwrap.dedent('''
 def test_interrupted_tokenize_resumes_to_identical_files(tmp_path, monkeypatch, how):
     run = make_checkpoint(tmp_path / 'run')
     episodes_npz(tmp_path / 'src.npz', [13, 7, 20])                  # 40 frames: 7 chunks of 6
-    args = dict(chunk_frames=6, batch_size=4, device='cpu', progress=False)
+    args = dict(chunk_frames=6, batch_size=4, device='cpu', progress=False, hysteresis=0)   # the fault is injected into encode_chunk
     tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'whole', **args)
     done_before = 3
     if how == 'exception':
@@ -265,7 +266,7 @@ def test_minerl_layout_tokens_line_up_with_their_actions_and_rewards(tmp_path):
         np.savez(d / 'rendered.npz', **{'action$forward': np.ones(n - 1), 'action$camera': np.stack([np.zeros(n - 1), np.arange(n - 1)], 1),
                                          'reward': 100.0 * k + np.arange(n - 1)})
     tk.tokenize(run, str(tmp_path / 'minerl'), tmp_path / 'tok', skip_first, frame_gap, chunk_frames=4, batch_size=1,
-                device='cpu', progress=False)
+                device='cpu', progress=False, hysteresis=0)   # plain codes, compared with encode_chunk's below
     t = tk.load_tokens(tmp_path / 'tok')
     model, _, _ = load_tokenizer(run)
     kept = [np.arange(skip_first, n, frame_gap) for n in lengths]
@@ -311,7 +312,7 @@ def test_cli_round_trip(tmp_path, capsys):
     frames, _, _ = episodes_npz(tmp_path / 'src.npz', [9, 12])
     tok, dec, mp4 = tmp_path / 'tok', tmp_path / 'dec.npy', tmp_path / 'dec.mp4'
     assert main(['tokenize', '--checkpoint', str(run), '--data', str(tmp_path / 'src.npz'), '--out', str(tok), '--chunk-frames', '5',
-                 '--batch-size', '4', '--device', 'cpu', '--no-progress']) == 0
+                 '--batch-size', '4', '--device', 'cpu', '--no-progress', '--hysteresis', '0']) == 0   # plain: the model's reconstruction
     assert main(['decode', '--tokens', str(tok), '--out', str(dec), '--video', str(mp4), '--compare', '--batch-size', '4',
                  '--device', 'cpu', '--no-progress']) == 0
     model, _, _ = load_tokenizer(run)
@@ -355,3 +356,35 @@ def test_cli_export_then_tokenize_gives_the_same_codes(tmp_path):
     assert main(['decode', '--tokens', str(tmp_path / 'a'), '--checkpoint', str(slim), '--out', str(tmp_path / 'a.npy'),
                  '--device', 'cpu', '--no-progress']) == 0
     np.testing.assert_array_equal(np.load(tmp_path / 'a.npy'), np.load(tmp_path / 'b.npy'))
+
+
+def test_tokenize_encodes_with_hysteresis_by_default_whatever_the_chunking(tmp_path, monkeypatch):
+    "The default (an L2-normalised tokenizer: margin 0.02) is recorded in meta.json and the plan; chunked, resumed and whole agree."
+    from vqvae_kaggle.token_stability import stable_encode, default_margin
+    run = make_checkpoint(tmp_path / 'run')
+    frames, eps, _ = episodes_npz(tmp_path / 'src.npz', [13, 7, 20])
+    tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'whole', chunk_frames=64, batch_size=4, device='cpu', progress=False)
+    model, _, _ = load_tokenizer(run)
+    margin = default_margin(model.quantizer)
+    t = tk.load_tokens(tmp_path / 'whole')
+    assert margin > 0 and t['meta']['stability']['mechanism'] == 'hysteresis' and t['meta']['stability']['margin'] == margin
+    assert t['meta']['plan']['hysteresis'] == margin
+    starts = t['episode_starts']
+    for a, b in zip(starts, [*starts[1:], len(frames)]):            # episode by episode: never carried across a start
+        np.testing.assert_array_equal(t['codes'][a:b], stable_encode(model, frames[a:b], margin))
+    real, seen = tk.stable_encode, []
+    def failing(*a, **k):
+        seen.append(1)
+        if len(seen) > 3: raise RuntimeError('interrupted')
+        return real(*a, **k)
+    args = dict(chunk_frames=6, batch_size=4, device='cpu', progress=False)
+    monkeypatch.setattr(tk, 'stable_encode', failing)
+    with pytest.raises(RuntimeError, match='interrupted'): tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'part', **args)
+    monkeypatch.setattr(tk, 'stable_encode', real)
+    s = tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'part', **args)   # resumes after chunk 3: the carry-over read from disk
+    assert s['resumed_from_chunk'] == 3
+    np.testing.assert_array_equal(np.load(tmp_path / 'part' / 'codes.npy'), t['codes'])
+    plain = tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'plain', device='cpu', progress=False, hysteresis=0)
+    m = tk.load_tokens(tmp_path / 'plain')['meta']
+    assert plain['encoded_frames'] == 40 and m['stability']['mechanism'] == 'none' and 'hysteresis' not in m['plan']
+    with pytest.raises(tk.TokensError, match='>= 0'): tk.tokenize(run, tmp_path / 'src.npz', tmp_path / 'bad', hysteresis=-1, device='cpu')

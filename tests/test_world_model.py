@@ -111,10 +111,10 @@ def test_save_load_and_cli(rule, trained, tmp_path):
 
 
 def test_vqvae_kaggle_worldmodel_command(rule, tmp_path, capsys):
-    "`vqvae-kaggle worldmodel train|eval` once cli.py adds the subcommand (add_world_model_commands / run_world_model)."
+    "`vqvae-kaggle worldmodel train|eval`: the world model's own command line (add_world_model_commands / run_world_model) in cli.py."
     from vqvae_kaggle.cli import main
     with pytest.raises(SystemExit) as e: main(['worldmodel', '--help'])
-    if e.value.code != 0: pytest.skip('vqvae-kaggle worldmodel is not wired into cli.py yet')
+    assert e.value.code == 0
     out = tmp_path / 'wm'
     assert main(['worldmodel', 'train', str(rule), '--out', str(out), '--set', 'steps=2', 'width=16', 'heads=2', 'context=2']) == 0
     assert main(['worldmodel', 'eval', str(out), str(rule), '-k', '2', '--rollouts', '2']) == 0

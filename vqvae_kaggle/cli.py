@@ -14,6 +14,7 @@ from .checkpoint import CheckpointError
 from .report import run_eval, run_eval_many, eval_summary
 from .augment import augmenting
 from .tokens import tokenize, decode
+from .world_model import add_world_model_commands, run_world_model
 from .losses import LPIPSUnavailable, BACKBONE_FILES
 from .train import Trainer, TrainingError
 from .distributed import env_dist_info, resolve_nproc, launch
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument('--set', action='append', default=[], metavar='data.FIELD=VALUE',
                    help='override a data setting of the checkpoint for reading (layout, cache_dir, worlds, ...)')
     k.add_argument('--overwrite', action='store_true', help='replace tokens made with other settings in --out')
+    k.add_argument('--hysteresis', type=float, default=None, metavar='MARGIN',
+                   help="token stability: a cell keeps its previous code while within MARGIN (squared distance) of the nearest; "
+                        "default: the tokenizer's (0.02 for L2-normalised codes); 0: plain encode")
     k.add_argument('--no-progress', action='store_true', help='no progress bars')
 
     d = sub.add_parser('decode', help='codes back to frames (.npy) and an mp4 for viewing')
@@ -119,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--allow-other-tokenizer', action='store_true',
                    help="decode with --checkpoint even though another tokenizer made the tokens")
     d.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+    w = sub.add_parser('worldmodel', help='train or evaluate the reference world model on a token folder')
+    add_world_model_commands(w)
 
     x = sub.add_parser('export', help='a slim tokenizer: weights and config only (safetensors), for encode/decode')
     x.add_argument('--checkpoint', required=True, help='a ckpt-*.pt file or a run folder')
@@ -270,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(Path(s['markdown']).read_text())
         elif args.command == 'tokenize':
             tokenize(args.checkpoint, args.data, args.out, args.skip_first, args.frame_gap, args.chunk_frames, args.batch_size,
-                     args.device, args.set, progress=not args.no_progress, overwrite=args.overwrite)
+                     args.device, args.set, progress=not args.no_progress, overwrite=args.overwrite, hysteresis=args.hysteresis)
         elif args.command == 'decode':
             decode(args.tokens, args.out, args.checkpoint, args.video, args.compare, args.episode, args.start, args.max_frames,
                    args.batch_size, args.device, args.fps, allow_other_tokenizer=args.allow_other_tokenizer, progress=not args.no_progress)
+        elif args.command == 'worldmodel': run_world_model(args)
         elif args.command == 'export':
             from vqvae_kaggle.checkpoint import export_tokenizer
             print(f'tokenizer exported to {export_tokenizer(args.checkpoint, args.out)}')

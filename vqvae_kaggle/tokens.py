@@ -21,6 +21,7 @@ from .sources.frame_dataset import FrameDataset, load_frame_dataset
 from .model import code_dtype, to_model_input, to_uint8, encode_frames, decode_codes
 from .checkpoint import load_tokenizer, resolve_device
 from .train_step import resolve_precision
+from .token_stability import stable_encode, default_margin, stability_meta
 
 # %% auto #0
 __all__ = ['encode_chunk', 'decode_chunk', 'TOKENS_FORMAT', 'TOKEN_FILES', 'TokensError', 'frame_order', 'over_gaps',
@@ -205,11 +206,14 @@ def _prepare_folder(out: Path, plan: dict, overwrite: bool) -> tuple[str, int]:
 
 def tokenize(checkpoint, source: str | None = None, out_dir='tokens', skip_first: int = 0, frame_gap: int = 1,
              chunk_frames: int = 1024, batch_size: int = 64, device: str = 'auto', sets=(), progress: bool = True,
-             overwrite: bool = False) -> dict:
-    "Encode every frame of every episode of `source` (default: the checkpoint's own) in order into the folder `out_dir`."
+             overwrite: bool = False, hysteresis: float | None = None) -> dict:
+    """Encode every frame of every episode of `source` (default: the checkpoint's own) in order into the folder `out_dir`.
+    `hysteresis`: the token-stability margin (`token_stability`); None: the tokenizer's `default_margin`; 0: plain encode."""
     if chunk_frames < 1 or batch_size < 1: raise TokensError(f'chunk_frames and batch_size must be positive, got {chunk_frames}, {batch_size}')
     dev = resolve_device(device)
     model, cfg, state = load_tokenizer(checkpoint, dev)
+    margin = default_margin(model.quantizer) if hysteresis is None else float(hysteresis)
+    if margin < 0: raise TokensError(f'hysteresis margin must be >= 0, got {margin}')
     bad = [s for s in sets if not str(s).startswith('data.')]
     if bad: raise TokensError(f'tokenize takes only data.* settings, got {bad}')
     cfg = apply_overrides(cfg, list(sets))
@@ -222,7 +226,8 @@ def tokenize(checkpoint, source: str | None = None, out_dir='tokens', skip_first
     plan = dict(format=TOKENS_FORMAT, tokenizer_sha256=tok['sha256'], source=src.info['spec'], fingerprint=src.info['fingerprint'],
                 frames=n, codes=[n, *grid], dtype=dtype.name, skip_first=skip_first, frame_gap=frame_gap,
                 chunk_frames=chunk_frames, batch_size=batch_size, device=dev.type,
-                precision=str(precision).replace('torch.', '') if precision else 'float32')
+                precision=str(precision).replace('torch.', '') if precision else 'float32',
+                **({'hysteresis': margin} if margin > 0 else {}))   # a plain folder's plan is what it was before hysteresis existed
     out = Path(out_dir)
     mode, done = _prepare_folder(out, plan, overwrite)
     n_chunks = -(-n // chunk_frames)
@@ -237,9 +242,13 @@ def tokenize(checkpoint, source: str | None = None, out_dir='tokens', skip_first
     codes = np.lib.format.open_memmap(out/'codes.npy', mode='r+' if mode == 'resume' else 'w+', dtype=dtype, shape=(n, *grid))
     t0 = time.monotonic()
     bar = tqdm(total=n, initial=min(n, done * chunk_frames), unit='frame', desc='tokenizing', disable=not progress)
+    first = np.zeros(n, bool); first[src.episode_starts] = True
     for c in range(done, n_chunks):
         a, b = c * chunk_frames, min(n, (c + 1) * chunk_frames)
-        codes[a:b] = encode_chunk(model, src.read(a, b), batch_size, precision)
+        if margin > 0:   # each cell's code carries over from the row before, within an episode (read from disk when resuming)
+            prev = None if first[a] else np.asarray(codes[a - 1]).astype(np.int64)
+            codes[a:b] = stable_encode(model, src.read(a, b), margin, first[a:b], prev, batch_size, precision)
+        else: codes[a:b] = encode_chunk(model, src.read(a, b), batch_size, precision)
         codes.flush(); release_pages(codes, a, b)
         _write_json(out/'progress.json', dict(plan=plan, chunks_done=c + 1))    # after the codes are on disk
         summary['encoded_frames'] += b - a; bar.update(b - a)
@@ -257,7 +266,7 @@ def tokenize(checkpoint, source: str | None = None, out_dir='tokens', skip_first
                                                               over_gap=_over_gap(src)['rewards']),
                 dones=None if src.dones is None else dict(file='dones.npy', over_gap=_over_gap(src)['dones'],
                     meaning='the game ended (the player died; the episode goes on in a new life) between this frame and the next'),
-                precision=plan['precision'], chunk_frames=chunk_frames, batch_size=batch_size)
+                precision=plan['precision'], chunk_frames=chunk_frames, batch_size=batch_size, stability=stability_meta(margin))
     _write_json(out/'meta.json', meta)
     (out/'progress.json').unlink(missing_ok=True)
     rate = summary['encoded_frames'] / max(summary['seconds'], 1e-9)

@@ -13,10 +13,11 @@ from .augment import augment_batch, augmenting
 from .adversarial import (discriminator_loss, generator_loss, discriminator_active, adversarial_weight,
                                       adaptive_weight, frozen_logits)
 from .shared import all_reduce_
+from .token_stability import perturbed_copy, consistency_loss
 
 # %% auto #0
 __all__ = ['Precision', 'auto_amp', 'resolve_precision', 'in_layout', 'step_input', 'adversarial_term', 'discriminator_backward',
-           'skip_vote', 'optimise']
+           'consistency_term', 'skip_vote', 'optimise']
 
 # %% ../nbs/08a_step.ipynb #f10883fe
 @dataclass
@@ -88,6 +89,17 @@ def discriminator_backward(t, x: torch.Tensor, x_hat: torch.Tensor, parts: dict,
     parts.update(d_loss=d_loss.detach(), logits_real=real.mean().detach(), logits_fake=fake.mean().detach(), disc_grad_norm=norm)
     return norm
 
+# %% ../nbs/08a_step.ipynb #1b23f967
+def consistency_term(t, x: torch.Tensor, aux: dict, parts: dict) -> torch.Tensor | None:
+    "`loss.consistency` x the perturbed copy's distance to the clean frames' codes, or None when the weight is 0; logs 'consistency' in `parts`."
+    c = t.cfg.loss
+    if c.consistency == 0: return None
+    x_perturbed = perturbed_copy(x, c.consistency_noise, c.consistency_brightness, (t.cfg.run.seed, t.step, t.dist.rank))
+    with t.precision.autocast(t.device):
+        term = consistency_loss(t.model, x_perturbed, aux['indices'].detach())
+    parts['consistency'] = term
+    return c.consistency * term
+
 # %% ../nbs/08a_step.ipynb #ada8a362
 def skip_vote(loss: torch.Tensor, grad_norm: torch.Tensor, disc_norm: torch.Tensor | None = None) -> tuple[float, float]:
     "(ranks whose model step was not finite, ranks whose discriminator step was not finite): the same numbers on every rank."
@@ -109,8 +121,8 @@ def optimise(t, batch: torch.Tensor, lr: float) -> tuple[dict | None, str | None
     with t.precision.autocast(t.device):
         x_hat, aux = t.net(x)
     loss, parts = t.loss_fn(x, x_hat, aux, t.step, t.epoch)  # in float32: the loss never underflows in fp16
-    adversarial = adversarial_term(t, x_hat, parts)
-    if adversarial is not None: loss = loss + adversarial
+    for term in (adversarial_term(t, x_hat, parts), consistency_term(t, x, aux, parts)):
+        if term is not None: loss = loss + term
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.unscale_(t.optimizer)
