@@ -15,7 +15,7 @@ if [ -z "$extra" ] && [ -f "$stamp" ] && grep -qxF -- "[dev] ${want# }" "$stamp"
 echo "setting up .venv (torch, lpips, wandb, crafter, ...${extra:+ + dev tools}); the first time takes a few minutes" >&2
 # pip's own status decides (the filter only hides a harmless warning about index folders that do not exist here)
 status=0
-.venv/bin/python -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e ".$extra" > .venv/pip.log 2>&1 || status=$?
+.venv/bin/python -m pip install -q --no-compile --disable-pip-version-check -c tools/constraints.txt -e ".$extra" > .venv/pip.log 2>&1 || status=$?
 grep -v "is ignored: it is neither a file nor a directory" .venv/pip.log >&2 || true
 [ "$status" -eq 0 ] || { echo "setup failed: pip install exited with $status (see its output above)" >&2; exit 1; }
 modules="vqvae_kaggle, torch, lpips, crafter, av, safetensors"

@@ -27,4 +27,5 @@ echo "== documentation site (mkdocs --strict: every notebook a page, no broken l
 bash tools/build_docs.sh _site
 
 echo "== pytest"
-.venv/bin/python -m pytest -q tests "$@"
+# two workers, each taking whole test files (module fixtures and file-level setups stay in one process)
+.venv/bin/python -m pytest -q -n 2 --dist loadfile tests "$@"

@@ -11,7 +11,7 @@ scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
 t0=$SECONDS
 "$py" -m venv "$scratch/env"
 status=0   # as in tools/setup.sh: pip's own status decides, the filter only hides a warning about absent index folders
-"$scratch/env/bin/python" -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e ".[dev]" \
+"$scratch/env/bin/python" -m pip install -q --no-compile --disable-pip-version-check -c tools/constraints.txt -e ".[dev]" \
   > "$scratch/pip.log" 2>&1 || status=$?
 grep -v "is ignored: it is neither a file nor a directory" "$scratch/pip.log" >&2 || true
 [ "$status" -eq 0 ] || { echo "fresh environment: pip install -e \".[dev]\" exited with $status (see above)" >&2; exit 1; }
