@@ -50,3 +50,12 @@ def step_deadline(monkeypatch):
     monkeypatch.setattr(train_mod, 'SessionClock', StepDeadline)
     monkeypatch.setattr(StepDeadline, 'limit', None)
     return StepDeadline
+
+
+@pytest.fixture
+def one_thread():
+    "One CPU thread: float sums (and so, rarely, codes) may differ with the thread count; for the tests that compare bits."
+    import torch
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

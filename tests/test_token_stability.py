@@ -14,12 +14,7 @@ TINY = ['model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quant
         'quantizer.l2_normalize=true', 'data.width=32', 'data.height=16']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "One CPU thread: float sums (and so, rarely, codes) may differ with the thread count, and these tests compare bits."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: these tests compare bits
 
 
 def tiny_tokenizer(*extra):

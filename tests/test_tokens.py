@@ -20,12 +20,7 @@ TINY = ['model.channels=8,16', 'model.res_blocks=0', 'model.embed_dim=8', 'quant
         'data.workers=1']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "One CPU thread: float sums (and so, rarely, codes) may differ with the thread count, and these tests compare bits."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: these tests compare bits
 
 
 def make_checkpoint(folder: Path, W: int = 32, H: int = 16, *extra) -> Path:

@@ -12,12 +12,7 @@ from vqvae_kaggle import world_model as wm
 QUICK = wm.WorldModelConfig(layers=2, width=32, heads=2, context=3, steps=100, batch_size=16, lr=1e-2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "One CPU thread: bit-for-bit comparisons hold for a fixed thread count, and other processes share the cores."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest: bit-for-bit comparisons need a fixed thread count
 
 
 @pytest.fixture(scope='module')

@@ -10,16 +10,14 @@ from pathlib import Path
 from .config import DataConfig
 from .frames import FrameError
 from .sources import GAMES, extract_task, parse_source, rendered_games
-from .sources.cache import CACHE_FORMAT, FRAMES_FILE, FRAMES_RECORD, build_cache_entry, default_workers, params_key
+from .sources.cache import CACHE_FORMAT, LOCAL_FILES, build_cache_entry, default_workers, params_key
 from .sources.frame_dataset import describe_frame_dataset, frame_dataset_manifest
 
 # %% auto #0
-__all__ = ['DATASET_EXCLUDE', 'frame_dataset_config', 'FrameDatasetError', 'dataset_files', 'render_report', 'describe_report',
+__all__ = ['frame_dataset_config', 'FrameDatasetError', 'dataset_files', 'render_report', 'describe_report',
            'render_frame_dataset', 'write_card']
 
 # %% ../nbs/02b_frame_datasets.ipynb #3a5e71d3
-DATASET_EXCLUDE = (FRAMES_FILE, FRAMES_RECORD, 'plan.json', 'mirror.json')   # derived or local files, never uploaded
-
 def frame_dataset_config(game: str = 'minecraft', worlds: int = 64, val_worlds: int = 8, frames_per_world: int | None = None,
                          width: int = 128, height: int = 72, **data) -> DataConfig:
     "The `DataConfig` that renders `worlds` training and `val_worlds` held-out worlds of `game` (other fields: `data`)."
@@ -35,7 +33,7 @@ class FrameDatasetError(ValueError):
 
 def dataset_files(folder) -> list[Path]:
     "The files of the frame dataset in `folder` that belong in it (the manifest, every shard, the card), in name order."
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name not in DATASET_EXCLUDE and not p.name.startswith('.'))
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name not in LOCAL_FILES and not p.name.startswith('.'))
 
 def render_report(m: dict, folder, wall_seconds: float | None = None) -> dict:
     "Seconds per world, frames per second and bytes of the frame dataset whose manifest is `m`."

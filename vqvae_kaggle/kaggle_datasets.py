@@ -7,17 +7,17 @@ from __future__ import annotations
 import json, tempfile
 from pathlib import Path
 from .frames import shard_files   # numpy and PIL, no torch
+from .sources.cache import LOCAL_FILES   # the sources import no torch either
 from .kaggle_client import KaggleError, KaggleNotFound, api_call, kaggle_client, response_field
 from .kaggle_push import MetadataError, attach_source
 
 # %% auto #0
-__all__ = ['DATASET_METADATA', 'DATASET_LICENSES', 'DERIVED_FILES', 'dataset_metadata', 'stage_frame_dataset', 'dataset_exists',
-           'attach_dataset', 'publish_frame_dataset']
+__all__ = ['DATASET_METADATA', 'DATASET_LICENSES', 'dataset_metadata', 'stage_frame_dataset', 'dataset_exists', 'attach_dataset',
+           'publish_frame_dataset']
 
 # %% ../nbs/10d_kaggle_datasets.ipynb #08dc236b
 DATASET_METADATA = 'dataset-metadata.json'
 DATASET_LICENSES = ('other', 'unknown', 'CC0-1.0', 'CC-BY-SA-4.0', 'CC-BY-NC-SA-4.0', 'ODbL-1.0', 'GPL-2.0')   # names Kaggle's tools take
-DERIVED_FILES = ('frames.u8.npy', 'frames.u8.json', 'plan.json', 'mirror.json')   # local, rebuilt from the shards: never uploaded
 
 def dataset_metadata(dataset_id: str, title: str | None = None, license: str = 'other', subtitle: str | None = None,
                      description: str | None = None) -> dict:
@@ -54,7 +54,7 @@ def stage_frame_dataset(folder, meta: dict, dest=None) -> Path:
     dest = Path(dest or tempfile.mkdtemp(prefix='vqvae-kaggle-dataset-'))
     dest.mkdir(parents=True, exist_ok=True)
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.name not in DERIVED_FILES and p.name != DATASET_METADATA and not p.name.startswith('.'):
+        if p.is_file() and p.name not in LOCAL_FILES and p.name != DATASET_METADATA and not p.name.startswith('.'):
             (dest / p.name).symlink_to(p)
     (dest / DATASET_METADATA).write_text(json.dumps(meta, indent=2) + '\n')
     return dest

@@ -13,8 +13,8 @@ from ..frames import FrameSet, FrameError, SHARD_COLUMNS, extract_to_shard, shar
 from ..shared import atomic_file, atomic_write, file_sha256
 
 # %% auto #0
-__all__ = ['logger', 'CACHE_FORMAT', 'FRAMES_FILE', 'FRAMES_RECORD', 'say', 'read_json', 'CacheError', 'params_key',
-           'build_cache_entry', 'load_cache_entry', 'default_workers', 'cached_frames', 'mirror_info',
+__all__ = ['logger', 'CACHE_FORMAT', 'FRAMES_FILE', 'FRAMES_RECORD', 'LOCAL_FILES', 'say', 'read_json', 'CacheError',
+           'params_key', 'build_cache_entry', 'load_cache_entry', 'default_workers', 'cached_frames', 'mirror_info',
            'mirror_cache_entry', 'export_cache_entry']
 
 # %% ../../nbs/sources/01_cache.ipynb #35d6a779
@@ -111,6 +111,7 @@ def build_cache_entry(entry, params: dict, tasks: list, workers: int = 1, skip_b
 # %% ../../nbs/sources/01_cache.ipynb #3b7677dc
 FRAMES_FILE = 'frames.u8.npy'    # all frames of an entry in one file, memory-mapped by every process that trains on them
 FRAMES_RECORD = 'frames.u8.json' # its SHA-256, size and modification time when written, and the manifest it was written for
+LOCAL_FILES = (FRAMES_FILE, FRAMES_RECORD, 'plan.json', 'mirror.json')   # rebuilt or machine-specific: never published
 
 def load_cache_entry(entry, verify: bool = False) -> tuple[FrameSet, dict]:
     "The frames (memory-mapped) and manifest of a finished cache entry; `CacheError` if it is incomplete or damaged."
