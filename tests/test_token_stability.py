@@ -120,18 +120,73 @@ def test_consistency_is_off_by_default_and_old_configs_still_parse():
     "Training-time consistency (loss.consistency): a config written before the field existed parses, with the term off."
     from vqvae_kaggle.config import config_to_dict, config_from_dict, recorded_config, ConfigError
     old = config_to_dict(Config())
-    for k in ('consistency', 'consistency_noise', 'consistency_brightness'): del old['loss'][k]
+    for k in ('consistency', 'consistency_noise', 'consistency_brightness', 'consistency_margin'): del old['loss'][k]
     assert config_from_dict(old).loss.consistency == 0 and recorded_config(old).loss.consistency == 0
     assert apply_overrides(Config(), ['loss.consistency=0.5']).loss.consistency == 0.5
     with pytest.raises(ConfigError, match='loss.consistency'): apply_overrides(Config(), ['loss.consistency=-1'])
     with pytest.raises(ConfigError, match="needs quantizer.kind='ema'"): apply_overrides(Config(), ['loss.consistency=1', 'quantizer.kind=fsq'])
 
 
-def test_consistency_loss_is_the_commitment_for_the_frame_itself_and_grows_with_the_perturbation(tok):
+def test_consistency_loss_is_zero_for_the_frame_itself_and_grows_with_the_perturbation(tok):
     x = to_model_input(torch.from_numpy(ts.moving_patch_frames(4)[0]).permute(0, 3, 1, 2))
-    with torch.no_grad(): _, aux = tok(x)
-    same = ts.consistency_loss(tok, ts.perturbed_copy(x, 0, 0, (0, 0, 0)), aux['indices'])
-    torch.testing.assert_close(same, aux['commit_loss'])
     with torch.no_grad():
-        far = [ts.consistency_loss(tok, ts.perturbed_copy(x, s, s, (0, 0, 0)), aux['indices']) for s in (0.05, 0.5)]
-    assert same < far[0] < far[1]
+        _, aux = tok(x)
+        loss = lambda s, m: ts.consistency_loss(tok, ts.perturbed_copy(x, s, s, (0, 0, 0)), aux['indices'], m).item()
+        assert loss(0, 0.0) == 0.0                       # the frame's own code is its nearest
+        assert 0 < loss(0, 0.05) <= 0.05                 # a margin: rows near a boundary pay, at most the margin
+        assert loss(0, 0.05) < loss(0.05, 0.05) < loss(0.5, 0.05)
+
+
+# -- training-time consistency on constructed sequences ------------------------------------------------------------
+TRAIN_TINY = ['model.channels=8,16', 'model.res_blocks=1', 'model.embed_dim=8', 'quantizer.codebook_size=32', 'quantizer.lookup_dim=4',
+              'data.width=32', 'data.height=16', 'optim.batch_size=8', 'optim.warmup_steps=2', 'run.wandb=disabled',
+              'run.budget_minutes=none', 'run.val_frames=8', 'run.sample_frames=2', 'run.log_every=10', 'run.threads=1', 'run.max_steps=100']
+
+
+def moving_patch_set(episodes, seed):
+    from vqvae_kaggle.frames import FrameSet
+    frames = np.concatenate([ts.moving_patch_frames(8, noise=4, seed=seed + i)[0] for i in range(episodes)])
+    return FrameSet(frames, np.repeat(np.arange(episodes), 8), [f'ep{i}' for i in range(episodes)])
+
+
+@pytest.fixture(scope='module')
+def trained_pair(tmp_path_factory):
+    "The same tiny tokenizer trained 100 steps on moving-patch episodes, without and with the consistency term (weight 1)."
+    from vqvae_kaggle.presets import get_preset
+    from vqvae_kaggle.train import Trainer
+    splits = moving_patch_set(8, 0), moving_patch_set(2, 100)
+    out = {}
+    for weight in (0, 1):
+        t = Trainer(apply_overrides(get_preset('cpu'), TRAIN_TINY + [f'loss.consistency={weight}']),
+                    out_dir=tmp_path_factory.mktemp(f'consistency-{weight}'), splits=splits, progress=False)
+        out[weight] = (t.model.eval(), t.fit()['val'])
+    return out
+
+
+def flip_rates(model, frames, moved=None):
+    "(share of still cells whose code changed between consecutive frames, the same on cells the patch moved over)."
+    codes = ts.stable_encode(model, frames, 0.0)
+    change = codes[1:] != codes[:-1]
+    if moved is None: return change.mean(), None
+    (h, w), (H, W) = codes.shape[1:], frames.shape[1:3]
+    cell_moved = moved.reshape(len(moved), h, H // h, w, W // w).any((2, 4))
+    return change[~cell_moved].mean(), change[cell_moved].mean()
+
+
+def test_consistency_keeps_static_codes_and_changes_moving_ones(trained_pair):
+    (plain, plain_val), (stable, stable_val) = trained_pair[0], trained_pair[1]
+    # identical frames: the same codes, with or without the term
+    still = np.repeat(ts.moving_patch_frames(2, noise=0, seed=300)[0][:1], 5, 0)
+    for model in (plain, stable): assert flip_rates(model, still)[0] == 0
+    # identical frames under fresh pixel noise (+-4 levels): far fewer flips
+    rng = np.random.default_rng(0)
+    noisy = np.clip(still[:1].astype(int) + rng.integers(-4, 5, (8, *still.shape[1:])), 0, 255).astype(np.uint8)
+    assert flip_rates(plain, noisy)[0] > 0.1                                     # without it, noise alone flips many cells
+    assert flip_rates(stable, noisy)[0] < 0.5 * flip_rates(plain, noisy)[0]
+    # one moving patch over a noisy still background (held-out sequences): still cells flip less, moved cells still change
+    for seed in (200, 201, 202):
+        frames, moved = ts.moving_patch_frames(10, noise=4, seed=seed)
+        (p_still, p_moved), (s_still, s_moved) = flip_rates(plain, frames, moved), flip_rates(stable, frames, moved)
+        assert s_still < 0.8 * p_still and s_moved > 0.9 and p_moved > 0.9
+    # and the codebook stays in use (the term does not buy stability by using fewer codes)
+    assert stable_val['usage'] > 0.9 * plain_val['usage']

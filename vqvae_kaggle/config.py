@@ -247,16 +247,17 @@ class LossConfig(_Section):
     disc_channels: int = 64          # width of its first layer, doubled per layer up to 8x
     disc_lr: float | None = None     # the discriminator's Adam learning rate (None: optim.lr)
     disc_betas: tuple[float, float] = (0.5, 0.9)
-    consistency: float = 0.0         # token stability in training: weight of a perturbed copy's latents' distance to the clean frame's codes (0: off)
+    consistency: float = 0.0         # token stability in training: weight of the term that asks a perturbed copy to keep the clean frame's codes (0: off)
     consistency_noise: float = 0.03  # the copy: Gaussian noise of this std (model input units, [-1, 1]: 0.03 is ~4 of 255 levels) ...
     consistency_brightness: float = 0.03   # ... plus a per-frame brightness offset drawn from [-this, this]
+    consistency_margin: float = 0.05  # the copy's latent must be nearer its clean code than any other code by this much (squared distance, lookup space)
 
     RULES = dict(mse=at_least(0), l1=at_least(0), commitment=at_least(0), lpips=at_least(0), lpips_net=one_of(LPIPS_NETS),
                  lpips_unit=one_of(LPIPS_UNITS), lpips_start=at_least(0), lpips_step=at_least(0), lpips_every=at_least(1),
                  lpips_max=at_least(0), adv=at_least(0), adv_loss=one_of(ADV_LOSSES), adv_start=at_least(0),
                  adv_warmup=at_least(0), adv_max_weight=positive(), disc_layers=at_least(1), disc_channels=at_least(1),
                  disc_lr=positive(none='optim.lr'), disc_betas=between(0, 1, hi_open=True, length=(2, 2)),
-                 consistency=at_least(0), consistency_noise=at_least(0), consistency_brightness=at_least(0))
+                 consistency=at_least(0), consistency_noise=at_least(0), consistency_brightness=at_least(0), consistency_margin=at_least(0))
 
 # %% ../nbs/00_config.ipynb #f7b4040e
 @dataclass
@@ -392,7 +393,7 @@ def _check_across(cfg: Config) -> None:
         raise ConfigError(f'data.width x data.height = {d.width}x{d.height} is not divisible by the encoder stride {down} '
                           f'({len(m.channels) - 1} downsamples from model.channels={m.channels})')
     if cfg.loss.consistency > 0 and q.kind != 'ema':
-        raise ConfigError("loss.consistency > 0 needs quantizer.kind='ema' (it pulls latents to codebook vectors; FSQ has none)")
+        raise ConfigError("loss.consistency > 0 needs quantizer.kind='ema' (it compares latents with codebook vectors; FSQ has none)")
     if q.gradient == 'rotation' and q.kind != 'ema':
         raise ConfigError("quantizer.gradient='rotation' needs quantizer.kind='ema' (FSQ rounds per channel: there is no code vector to rotate to)")
 

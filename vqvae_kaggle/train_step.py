@@ -96,7 +96,7 @@ def consistency_term(t, x: torch.Tensor, aux: dict, parts: dict) -> torch.Tensor
     if c.consistency == 0: return None
     x_perturbed = perturbed_copy(x, c.consistency_noise, c.consistency_brightness, (t.cfg.run.seed, t.step, t.dist.rank))
     with t.precision.autocast(t.device):
-        term = consistency_loss(t.model, x_perturbed, aux['indices'].detach())
+        term = consistency_loss(t.model, x_perturbed, aux['indices'].detach(), c.consistency_margin)
     parts['consistency'] = term
     return c.consistency * term
 
