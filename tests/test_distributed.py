@@ -42,6 +42,18 @@ def test_ranks_stay_identical_with_the_discriminator(tmp_path):
     for i, s in r0['disc_optimizer']['state'].items():
         assert int(s['step']) == 6 and all(torch.equal(v, r1['disc_optimizer']['state'][i][n]) for n, v in s.items())
 
+def test_ranks_stay_identical_with_the_consistency_term(tmp_path):
+    "The consistency term's second encoder pass runs outside DDP's forward: its gradients still reach, and agree on, every rank."
+    ok(torchrun(2, tmp_path, 'optim.batch_size=4', 'run.max_steps=6', 'loss.consistency=1'))
+    r0, r1 = load(tmp_path, 0), load(tmp_path, 1)
+    assert r0['step'] == r1['step'] == 6 and r0['skipped_steps'] == 0
+    for k in r0['model']: assert torch.equal(r0['model'][k], r1['model'][k]), k
+    for i, s in r0['optimizer']['state'].items():
+        assert all(torch.equal(v, r1['optimizer']['state'][i][n]) for n, v in s.items())
+    plain = tmp_path / 'plain'
+    ok(torchrun(2, plain, 'optim.batch_size=4', 'run.max_steps=6'))
+    assert not torch.equal(load(plain, 0)['model']['encoder.net.0.weight'], r0['model']['encoder.net.0.weight'])   # the term did train the encoder
+
 def test_a_nan_loss_on_one_rank_is_skipped_by_every_rank(tmp_path):
     "Rank 1's loss is NaN at step 3, rank 0's is finite: both skip that step (no rank waits in a backward the other left)."
     ok(torchrun(2, tmp_path, 'optim.batch_size=4', 'run.max_steps=6', extra=['--nan-at', '3']))
