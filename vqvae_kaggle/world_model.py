@@ -41,6 +41,7 @@ class WorldModelConfig:
     warmup: int = 20           # steps of linear warm-up, then cosine decay to lr / 10
     grad_clip: float = 1.0
     seed: int = 0
+    copy_prior: bool = True    # a learned bonus on the logit of the token already at each cell: untrained, the model predicts "nothing changes"
 
 WORLD_MODEL_PRESETS = dict(
     tiny=WorldModelConfig(),                                                     # minutes on 2 CPU cores (about 1 s a step at 32x18 tokens)
@@ -56,6 +57,7 @@ def world_model_config(preset: str = 'tiny', **changes) -> WorldModelConfig:
     def conv(k, v):
         if not isinstance(v, str): return v
         if v.lower() in ('none', 'null'): return None
+        if 'bool' in types[k]: return v.lower() in ('1', 'true', 'yes', 'on')
         return float(v) if 'float' in types[k] else int(v)
     return replace(cfg, **{k: conv(k, v) for k, v in changes.items()})
 
@@ -97,6 +99,8 @@ class WorldModel(nn.Module):
         self.register_buffer('action_scale', torch.ones(max(action_dim, 1)))
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.layers))
         self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, self.codebook_size)
+        # log K: at initialisation the current token gets about half the probability, the other K - 1 share the rest
+        self.copy_logit = nn.Parameter(torch.tensor(math.log(self.codebook_size))) if cfg.copy_prior else None
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         B, T, h, w = tokens.shape
@@ -106,7 +110,9 @@ class WorldModel(nn.Module):
             x = x + self.action(actions / self.action_scale)[:, :, None]
         x = x.reshape(B, T * h * w, -1)
         for block in self.blocks: x = block(x, h * w)
-        return self.head(self.norm(x)).view(B, T, h, w, self.codebook_size)
+        logits = self.head(self.norm(x)).view(B, T, h, w, self.codebook_size)
+        if self.copy_logit is None: return logits
+        return logits.scatter_add(-1, tokens[..., None], self.copy_logit.to(logits.dtype).expand(B, T, h, w, 1))
 
 # %% ../nbs/13_world_model.ipynb #22d68f29
 def episode_ranges(episode_starts, n_rows: int, episodes=None) -> list[tuple[int, int]]:
@@ -184,7 +190,8 @@ def load_world_model(path, device='cpu') -> tuple[WorldModel, dict]:
     if path.is_dir(): path = path / 'world_model.pt'
     state = torch.load(path, map_location='cpu', weights_only=True)
     if not isinstance(state, dict) or state.get('format') != WORLD_MODEL_FORMAT: raise ValueError(f'{path}: not a world model ({WORLD_MODEL_FORMAT})')
-    model = WorldModel(WorldModelConfig(**state['config']), state['codebook_size'], state['grid'], state['action_dim'])
+    cfg = WorldModelConfig(**{'copy_prior': False, **state['config']})   # models saved before the copy prior had none
+    model = WorldModel(cfg, state['codebook_size'], state['grid'], state['action_dim'])
     model.load_state_dict(state['weights'])
     return model.to(device).eval(), state['info']
 
