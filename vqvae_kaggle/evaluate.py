@@ -19,6 +19,7 @@ from .metrics import reconstruction_metrics, code_usage, MetricAverager, artifac
 from .losses import build_lpips, LPIPSUnavailable, BACKBONE_FILES, lpips_requested
 from .fid import fid_metric, FeatureMoments, frechet_distance
 from .temporal import temporal_metrics
+from .token_stability import tokenized_stability
 from .viz import sample_grid, save_grid, probe_grid
 
 # %% auto #0
@@ -109,6 +110,8 @@ def evaluate(model, frames: np.ndarray, device=None, batch_size: int = 64, dtype
     if fid_model is not None: out['rfid'] = frechet_distance(*real.mean_cov(), *recon.mean_cov()) if real.n >= 2 else None
     if episodes is not None:
         out.update(temporal_metrics(codes.numpy(), frames, np.asarray(episodes)[:len(frames)], model.codebook_size) or {})
+        if 'token_change' in out:   # and as `tokenize` writes them (default hysteresis): what a world model trains on
+            out['tokenized'] = tokenized_stability(model, frames, np.asarray(episodes)[:len(frames)], batch_size=batch_size)
     return out
 
 def write_samples(model, frames: np.ndarray, path, dtype: torch.dtype | None = None, title: str | None = None,

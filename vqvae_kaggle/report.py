@@ -121,6 +121,11 @@ def eval_summary(results: dict) -> str:
                          f"({fmt_metric(m['token_change_static'], '{:.1%}')} on the {m['static_cells']:.0%} of cells whose pixels "
                          f"did not change); {m['bits_per_frame']:.0f} bits/frame at the codebook size, "
                          f"{m['entropy_bits_per_frame']:.0f} by code entropy, {m['cond_bits_per_frame']:.0f} given the previous frame")
+        if m.get('tokenized'):
+            t = m['tokenized']
+            lines.append(f"{src} as tokenize writes them (hysteresis margin {t['margin']:g}): {t['token_change']:.1%} of tokens change "
+                         f"({fmt_metric(t['token_change_static'], '{:.1%}')} on still cells), {t['cond_bits_per_frame']:.0f} bits/frame "
+                         f"given the previous frame, PSNR {t['psnr']:.2f} dB")
     if 'probe' in results:
         p = results['probe']
         lines.append(f"probe: PSNR {p['probe_psnr']:.2f} dB, artifact {p['probe_artifact']:.2f}, grid energy "

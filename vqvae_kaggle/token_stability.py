@@ -16,7 +16,7 @@ from .model import to_model_input
 # %% auto #0
 __all__ = ['HYSTERESIS_MARGIN', 'HYSTERESIS_RULE', 'check_hysteresis_quantizer', 'lookup_rows', 'lookup_latents',
            'code_distances', 'hysteresis_codes', 'stable_encode', 'moving_patch_frames', 'margin_curve',
-           'default_margin', 'stability_meta', 'perturbed_copy', 'consistency_loss']
+           'default_margin', 'stability_meta', 'tokenized_stability', 'perturbed_copy', 'consistency_loss']
 
 # %% ../nbs/12b_token_stability.ipynb #214deb9e
 def check_hysteresis_quantizer(quantizer: nn.Module) -> EMAQuantizer:
@@ -144,6 +144,16 @@ def default_margin(quantizer: nn.Module) -> float:
 def stability_meta(margin: float) -> dict:
     "What a token folder's `meta.json` records about hysteresis (margin 0: none, plain nearest-code encoding)."
     return dict(mechanism='hysteresis', margin=float(margin), rule=HYSTERESIS_RULE) if margin > 0 else dict(mechanism='none', margin=0.0)
+
+# %% ../nbs/12b_token_stability.ipynb #d200ed75
+def tokenized_stability(model: nn.Module, frames: np.ndarray, episodes: np.ndarray, margin: float | None = None,
+                        batch_size: int = 64) -> dict | None:
+    """PSNR and token change of the codes `tokenize` writes (hysteresis at `margin`, by default `default_margin`) for
+    uint8 `frames` with one episode id each (`margin_curve` at one margin); None where that margin is 0 (plain codes)."""
+    margin = default_margin(model.quantizer) if margin is None else float(margin)
+    if margin <= 0: return None
+    order = np.argsort(np.asarray(episodes), kind='stable')     # each episode's frames together, still in time order
+    return margin_curve(model, np.asarray(frames)[order], np.asarray(episodes)[order], [margin], batch_size)[0]
 
 # %% ../nbs/12b_token_stability.ipynb #a893efc1
 def perturbed_copy(x: torch.Tensor, noise: float, brightness: float, seed: tuple[int, ...]) -> torch.Tensor:
