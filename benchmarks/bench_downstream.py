@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vqtorch_baseline import vqtorch_tokenizer  # noqa: E402
+from bench_world_model import shrink_png  # noqa: E402
 
 from vqvae_kaggle import checkpoint as ck  # noqa: E402
 from vqvae_kaggle.config import apply_overrides  # noqa: E402
@@ -170,6 +171,7 @@ def main(argv=None) -> dict:
         r = train_world_model(arm / 'train', wcfg, arm / 'wm', device=args.device)
         e = evaluate_world_model(r['model'], arm / 'val', str(arm), 8, rollouts=16, frames=val.frames, device=args.device,
                                  grid_path=out / f'rollouts-{slug}-m{margin:g}.png')
+        shrink_png(out / f'rollouts-{slug}-m{margin:g}.png')
         e.pop('rollout_rows', None)
         h, w = folders['val'].shape[1:]
         rows.append(dict(name=name, slug=slug, margin=margin, steps=steps, psnr=psnr, temporal=temporal, eval=e,

@@ -29,7 +29,7 @@ from vqvae_kaggle.checkpoint import load_tokenizer
 from vqvae_kaggle.data import load_splits
 from vqvae_kaggle.shared import atomic_write, file_sha256
 from vqvae_kaggle.temporal import temporal_metrics
-from vqvae_kaggle.token_stability import stable_encode, stability_meta
+from vqvae_kaggle.token_stability import stable_encode, stability_meta, HYSTERESIS_MARGIN
 from vqvae_kaggle.world_model import world_model_config, train_world_model, evaluate_world_model, write_token_folder, WORLD_MODEL_PRESETS
 
 
@@ -39,6 +39,16 @@ def episode_starts(episodes: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]])
     if len(np.unique(e)) != len(starts): raise ValueError('an episode is split over several runs of rows')
     return starts
+
+
+def shrink_png(path: Path) -> Path:
+    "Halve a rollout grid's resolution in place (full size is 2-3 MB a grid: too heavy for the repository; the notebook shows full size)."
+    import io
+    from PIL import Image
+    with Image.open(path) as im: small = im.convert('RGB').reduce(2)
+    buf = io.BytesIO(); small.save(buf, format='PNG', optimize=True)
+    atomic_write(path, buf.getvalue())
+    return path
 
 
 def token_folder(model, tokenizer: dict, fs, margin: float, out: Path, batch_size: int = 64) -> tuple[Path, dict]:
@@ -104,6 +114,7 @@ def main(argv=None) -> dict:
         r = train_world_model(tr, wcfg, work / f'wm-m{m:g}', device=args.device)
         e = evaluate_world_model(r['model'], va, args.checkpoint, args.k, rollouts=args.rollouts, frames=val.frames, device=args.device,
                                  grid_path=out / f'rollouts-m{m:g}.png')
+        shrink_png(out / f'rollouts-m{m:g}.png')
         e.pop('rollout_rows', None)
         rows.append(dict(margin=m, temporal=temporal, eval=e, train=dict(steps=r['steps'], seconds=r['seconds'],
                                                                           bits_per_frame_first=r['bits_per_frame'][0], bits_per_frame_last=r['bits_per_frame'][-1])))
@@ -117,8 +128,9 @@ def main(argv=None) -> dict:
                 command='PYTHONPATH=$PWD python benchmarks/bench_world_model.py ' + ' '.join(sys.argv[1:] if argv is None else argv))
     atomic_write(out / 'results.json', json.dumps(dict(info=info, rows=rows), indent=1, default=float) + '\n')
     atomic_write(out / 'results.md', markdown(rows, info))
-    # the notebook shows the plain tokens' grid under this name
-    atomic_write(out / 'rollouts.png', (out / f'rollouts-m{rows[0]["margin"]:g}.png').read_bytes())
+    # the notebook and the README show, under this name, the grid of the tokens `tokenize` writes by default
+    shown = HYSTERESIS_MARGIN if any(r['margin'] == HYSTERESIS_MARGIN for r in rows) else rows[0]['margin']
+    atomic_write(out / 'rollouts.png', (out / f'rollouts-m{shown:g}.png').read_bytes())
     print(markdown(rows, info))
     return dict(info=info, rows=rows)
 
