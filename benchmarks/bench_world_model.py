@@ -42,7 +42,7 @@ def episode_starts(episodes: np.ndarray) -> np.ndarray:
 
 
 def shrink_png(path: Path) -> Path:
-    "Halve a rollout grid's resolution in place (full size is 2-3 MB a grid: too heavy for the repository; the notebook shows full size)."
+    "Halve a rollout grid's resolution in place (full size is 2-3 MB a grid: too heavy for the repository)."
     import io
     from PIL import Image
     with Image.open(path) as im: small = im.convert('RGB').reduce(2)
