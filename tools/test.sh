@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh --dev
+echo "== set up in ${SECONDS} s"
 # The Minecraft tests also check the GLX route on a virtual X display: a fresh machine (root, apt) gets Xvfb here.
 if ! command -v Xvfb >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing xvfb with apt-get (for the Minecraft GLX test; skipped if this fails)"
@@ -17,15 +18,16 @@ export WANDB_DIR=$scratch/wandb WANDB_CACHE_DIR=$scratch/wandb-cache WANDB_CONFI
        MPLCONFIGDIR=$scratch/mpl KAGGLEHUB_CACHE=$scratch/kagglehub KAGGLE_CONFIG_DIR=$scratch/kaggle MPLBACKEND=Agg
 mkdir -p "$WANDB_DIR" "$MPLCONFIGDIR"
 
-echo "== notebooks and package in sync (exported into an empty folder), notebooks clean"
+echo "== notebooks and package in sync (exported into an empty folder), notebooks clean (at ${SECONDS} s)"
 NBDEV_BIN=$PWD/.venv/bin bash tools/check_sync.sh
 
-echo "== nbdev_test (every notebook)"
+echo "== nbdev_test (every notebook) (at ${SECONDS} s)"
 .venv/bin/nbdev_test --n_workers 2 --timing
 
-echo "== documentation site (mkdocs --strict: every notebook a page, no broken link) into _site/"
+echo "== documentation site (mkdocs --strict: every notebook a page, no broken link) into _site/ (at ${SECONDS} s)"
 bash tools/build_docs.sh _site
 
-echo "== pytest"
+echo "== pytest (at ${SECONDS} s)"
 # two workers, each taking whole test files (module fixtures and file-level setups stay in one process)
 .venv/bin/python -m pytest -q -n 2 --dist loadfile tests "$@"
+echo "== test suite passed in ${SECONDS} s"
