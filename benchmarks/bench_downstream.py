@@ -20,7 +20,7 @@ rollout grids under --out; the last table row says which tokenizer property foll
 
     PYTHONPATH=$PWD python benchmarks/bench_downstream.py --tokenizer-minutes 9 --world-model-steps 300
 
-The real budgets (9 minutes per tokenizer on 2 CPU cores, as the main job's `cpu` preset) take about an hour; timings on
+The real budgets (9 minutes per tokenizer on 2 CPU cores, as the main job's `cpu` preset) took 45 minutes here; timings on
 a shared machine are noisy, so this reports quality only, never speed.
 """
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--tokenizer-minutes', type=float, default=9.0, help='training budget per tokenizer (default 9, the cpu preset)')
     p.add_argument('--world-model-steps', type=int, default=300, help='world-model training per tokenizer, in optimiser steps')
-    p.add_argument('--consistency', type=float, default=0.25, help='loss.consistency of the consistency arm')
+    p.add_argument('--consistency', type=float, default=1.0, help='loss.consistency of the consistency arm (default 1: the weight that cut flicker on constructed sequences)')
     p.add_argument('--only', default=None, help='comma-separated arm slugs to run (ours,consistency,vqtorch,fsq)')
     p.add_argument('--set', action='append', default=[], help='override the cpu preset for every tokenizer (e.g. data.cache_dir=...)')
     p.add_argument('--work', default='runs/bench-downstream'); p.add_argument('--out', default='benchmarks/results/downstream')
