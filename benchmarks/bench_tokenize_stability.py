@@ -16,17 +16,18 @@ import numpy as np
 import torch
 
 from vqvae_kaggle.checkpoint import load_tokenizer
-from vqvae_kaggle.metrics import psnr
-from vqvae_kaggle.model import decode_codes, encode_frames
+from vqvae_kaggle.model import encode_frames
 from vqvae_kaggle.shared import atomic_write
 from vqvae_kaggle.temporal import temporal_metrics
 from vqvae_kaggle.tokens import load_tokens, open_source
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_downstream import recon_psnr  # noqa: E402
+
 
 def measure(model, codes: np.ndarray, frames: np.ndarray, episodes: np.ndarray) -> dict:
-    unit = lambda f: torch.from_numpy(np.ascontiguousarray(f)).permute(0, 3, 1, 2).float() / 255
     m = temporal_metrics(codes, frames, episodes, model.codebook_size)
-    return dict(psnr=float(psnr(unit(decode_codes(model, codes)), unit(frames), per_image=True).mean()),
+    return dict(psnr=recon_psnr(model, codes, frames),
                 **{k: m[k] for k in ('token_change', 'token_change_static', 'token_change_moving', 'static_cells', 'cond_bits_per_frame')})
 
 

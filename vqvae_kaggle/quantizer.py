@@ -14,8 +14,8 @@ from .config import QuantizerConfig, choice, GRADIENTS, QUANTIZERS
 from .shared import all_reduce_, world_size
 
 # %% auto #0
-__all__ = ['gather_global_batch', 'seeded_generator', 'init_conv1x1', 'nearest_code', 'cluster_sums', 'batch_code_stats',
-           'kmeans', 'rotate_to', 'EMAQuantizer', 'FSQ', 'build_quantizer']
+__all__ = ['gather_global_batch', 'seeded_generator', 'init_conv1x1', 'squared_distances', 'nearest_code', 'cluster_sums',
+           'batch_code_stats', 'kmeans', 'rotate_to', 'EMAQuantizer', 'FSQ', 'build_quantizer']
 
 # %% ../nbs/04_quantizer.ipynb #617b0120
 def gather_global_batch(flat: torch.Tensor, rows_per_sample: int) -> torch.Tensor:
@@ -43,12 +43,14 @@ def init_conv1x1(cin: int, cout: int, gen: torch.Generator) -> nn.Conv2d:
     return conv
 
 # %% ../nbs/04_quantizer.ipynb #981dee78
+def squared_distances(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    "(N, K) squared Euclidean distances of the rows of `flat` (N,d) to those of `codebook` (K,d), in `flat`'s dtype; differentiable."
+    codebook = codebook.to(flat.dtype)
+    return torch.addmm(codebook.pow(2).sum(1), flat, codebook.t(), alpha=-2).add_(flat.pow(2).sum(1, keepdim=True))
+
 def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     "Index (long, (N,)) of the nearest row of `codebook` (K,d) for each row of `flat` (N,d)."
-    codebook = codebook.to(flat.dtype)
-    sq = codebook.pow(2).sum(1)
-    return torch.cat([torch.addmm(sq, x, codebook.t(), alpha=-2).add_(x.pow(2).sum(1, keepdim=True)).argmin(1)
-                      for x in flat.split(max(1, 2**26 // len(codebook)))])
+    return torch.cat([squared_distances(x, codebook).argmin(1) for x in flat.split(max(1, 2**26 // len(codebook)))])
 
 def cluster_sums(flat: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Per code: the number of rows assigned to it (K,) and their sum (K,d), in `flat`'s dtype."

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizer import EMAQuantizer, nearest_code
+from .quantizer import EMAQuantizer, nearest_code, squared_distances
 from .model import to_model_input
 
 # %% auto #0
@@ -165,8 +165,7 @@ def perturbed_copy(x: torch.Tensor, noise: float, brightness: float, seed: tuple
 def consistency_loss(model: nn.Module, x_perturbed: torch.Tensor, codes: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean hinge (float32) asking each lookup row of `x_perturbed` to be nearer its clean code `codes` (B,h,w) than any
     other code by `margin` (squared distances): relu(d(row, own code) - d(row, nearest other code) + margin)."""
-    rows = lookup_rows(model, x_perturbed).float().flatten(0, 2)
-    book, own = model.quantizer.embed.float(), codes.reshape(-1, 1)
-    d2 = rows.pow(2).sum(1, keepdim=True) - 2 * rows @ book.t() + book.pow(2).sum(1)      # (N, K)
+    own = codes.reshape(-1, 1)
+    d2 = squared_distances(lookup_rows(model, x_perturbed).float().flatten(0, 2), model.quantizer.embed)   # (N, K), as the lookup
     other = d2.scatter(1, own, float('inf')).amin(1)
     return F.relu(d2.gather(1, own).squeeze(1) - other + margin).mean()
