@@ -156,7 +156,10 @@ def test_peak_memory_stays_bounded_by_the_chunk(tmp_path):
     frames_file('warm.npy', chunk, 0)
     def measure(k, how='release'):
         p = subprocess.run([sys.executable, '-c', MEASURE, str(run), str(tmp_path / f'x{k}.npy'), str(tmp_path / f'tok{k}-{how}'),
-                            str(chunk), how, str(tmp_path / 'warm.npy')], capture_output=True, text=True, timeout=600)
+                            str(chunk), how, str(tmp_path / 'warm.npy')], capture_output=True, text=True, timeout=600,
+                           # a fixed mmap threshold: glibc otherwise raises it after a freed chunk buffer and keeps later
+                           # ones in its heap, slack that varied from run to run (2-24 MiB) and blurred the measurement
+                           env={**os.environ, 'MALLOC_MMAP_THRESHOLD_': str(1 << 20)})
         assert p.returncode == 0, p.stderr
         assert len(np.load(tmp_path / f'tok{k}-{how}' / 'codes.npy', mmap_mode='r')) == k * chunk
         return json.loads(p.stdout.strip().splitlines()[-1])['growth']
